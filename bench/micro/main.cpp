@@ -1,0 +1,4 @@
+// The single entry point for every micro-benchmark file in bench/micro.
+#include <benchmark/benchmark.h>
+
+BENCHMARK_MAIN();

@@ -1,0 +1,94 @@
+# script/common.sh: helpers shared by script/server and the test runners (sourced, not run).
+# Callers set -euo pipefail themselves. Everything that touches PostgreSQL runs as the server
+# user (PostgreSQL refuses to run as root); SoftHSM tokens must be created as that user too.
+
+ENVELOPE_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+PG_CONFIG=${PG_CONFIG:-$PG_BIN/pg_config}
+PG_USER=${ENVELOPE_PG_USER:-postgres}
+SOFTHSM_MODULE=${SOFTHSM_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
+PROVISION=$ENVELOPE_ROOT/hsm/provision-softhsm
+
+# as_pg [VAR=value ...] CMD ARGS...: runs CMD as the server user from /, with the given
+# environment additions (runuser keeps the rest of the environment).
+as_pg() {
+  if [[ $(id -u) -eq 0 ]]; then
+    (cd / && runuser -u "$PG_USER" -- env "$@")
+  elif [[ $(id -un) == "$PG_USER" ]]; then
+    (cd / && env "$@")
+  else
+    echo "must run as root (or as $PG_USER)" >&2
+    return 1
+  fi
+}
+
+# make_pg_dir DIR: creates DIR (mode 0700) owned by the server user.
+make_pg_dir() {
+  mkdir -p "$1"
+  if [[ $(id -u) -eq 0 ]]; then chown "$PG_USER:$(id -gn "$PG_USER")" "$1"; fi
+  chmod 0700 "$1"
+}
+
+# provision_token DIR [extra provision-softhsm args]: fresh or existing SoftHSM token + KEK
+# under DIR (softhsm2.conf, tokens/, user.pin, so.pin), created as the server user.
+provision_token() {
+  local dir=$1; shift
+  "$PROVISION" --dir "$dir" --user "$PG_USER" --generate-pins "$@"
+}
+
+# envelope_settings HSM_DIR: the postgresql.conf lines that load pg_envelope with that token.
+envelope_settings() {
+  cat <<CONF
+shared_preload_libraries = 'pg_envelope'
+envelope.pkcs11_module = '$SOFTHSM_MODULE'
+envelope.token_label = 'pg_envelope'
+envelope.kek_label = 'pg_envelope-kek'
+envelope.pin_file = '$1/user.pin'
+CONF
+}
+
+# installed_script: path of the installed extension script of the default version.
+installed_script() {
+  local share version
+  share=$("$PG_CONFIG" --sharedir)
+  version=$(sed -n "s/^default_version *= *'\(.*\)'/\1/p" "$share/extension/pg_envelope.control")
+  echo "$share/extension/pg_envelope--$version.sql"
+}
+
+# status_sql HAS_EXTENSION COLUMNS: SQL selecting COLUMNS from envelope.status(). Without the
+# extension (the keeper must be ready before CREATE EXTENSION can succeed) the same C function
+# is declared in pg_temp from the installed script, so the declaration never goes stale.
+status_sql() {
+  local has_ext=$1 cols=$2
+  if [[ $has_ext == t ]]; then
+    echo "SELECT $cols FROM envelope.status();"
+  else
+    awk '/^CREATE FUNCTION envelope\.status\(/ {p=1} p {print} p && /;[[:space:]]*$/ {exit}' \
+        "$(installed_script)" |
+      sed -e 's/envelope\.status(/pg_temp.envelope_status(/' \
+          -e "s|'MODULE_PATHNAME'|'\$libdir/pg_envelope'|"
+    echo "SELECT $cols FROM pg_temp.envelope_status();"
+  fi
+}
+
+# keeper_state SOCKDIR PORT DB: prints the keeper state ('' when the server does not answer).
+keeper_state() {
+  local sock=$1 port=$2 db=$3 has_ext
+  has_ext=$(as_pg "$PG_BIN/psql" -h "$sock" -p "$port" -U postgres -d "$db" -AtX -q \
+      -c "SELECT count(*) > 0 FROM pg_extension WHERE extname = 'pg_envelope'" 2>/dev/null) || return 0
+  status_sql "$has_ext" keeper_state |
+    as_pg "$PG_BIN/psql" -h "$sock" -p "$port" -U postgres -d "$db" -AtX -q 2>/dev/null || true
+}
+
+# wait_keeper SOCKDIR PORT DB [STATE] [TIMEOUT_S]: waits until the keeper reports STATE
+# (default ready). Returns 1 on timeout, printing the last state seen.
+wait_keeper() {
+  local sock=$1 port=$2 db=$3 want=${4:-ready} timeout=${5:-30} state="" i
+  for ((i = 0; i < timeout * 5; i++)); do
+    state=$(keeper_state "$sock" "$port" "$db")
+    [[ $state == "$want" ]] && return 0
+    sleep 0.2
+  done
+  echo "keeper did not reach '$want' within ${timeout}s (last state: '${state:-no answer}')" >&2
+  return 1
+}

@@ -1,0 +1,141 @@
+// AES-256-GCM through OpenSSL EVP with contexts keyed once and reused for every value.
+#include "aes_gcm.hpp"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include <climits>
+
+namespace envelope {
+
+namespace {
+
+// EVP takes int lengths; feed larger inputs in pieces so size_t never truncates.
+constexpr size_t kMaxChunk = static_cast<size_t>(INT_MAX) & ~static_cast<size_t>(15);
+
+bool feed_aad(EVP_CIPHER_CTX *ctx, std::initializer_list<ByteView> aad, bool encrypt) noexcept {
+    for (const ByteView &part : aad) {
+        size_t done = 0;
+        while (done < part.size) {
+            size_t n = part.size - done;
+            if (n > kMaxChunk) n = kMaxChunk;
+            int outl = 0;
+            int rc =
+                encrypt
+                    ? EVP_EncryptUpdate(ctx, nullptr, &outl, part.data + done, static_cast<int>(n))
+                    : EVP_DecryptUpdate(ctx, nullptr, &outl, part.data + done, static_cast<int>(n));
+            if (rc != 1) return false;
+            done += n;
+        }
+    }
+    return true;
+}
+
+// GCM is a stream mode: every update emits exactly as many bytes as it consumes.
+bool feed_data(EVP_CIPHER_CTX *ctx, const uint8_t *in, size_t len, uint8_t *out,
+               bool encrypt) noexcept {
+    size_t done = 0;
+    while (done < len) {
+        size_t n = len - done;
+        if (n > kMaxChunk) n = kMaxChunk;
+        int outl = 0;
+        int rc = encrypt
+                     ? EVP_EncryptUpdate(ctx, out + done, &outl, in + done, static_cast<int>(n))
+                     : EVP_DecryptUpdate(ctx, out + done, &outl, in + done, static_cast<int>(n));
+        if (rc != 1 || static_cast<size_t>(outl) != n) return false;
+        done += n;
+    }
+    return true;
+}
+
+EVP_CIPHER_CTX *make_context(const uint8_t *key, bool encrypt) noexcept {
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    if (ctx == nullptr) return nullptr;
+    bool ok;
+    if (encrypt) {
+        ok = EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), nullptr, nullptr, nullptr) == 1 &&
+             EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, static_cast<int>(kGcmNonceSize),
+                                 nullptr) == 1 &&
+             EVP_EncryptInit_ex(ctx, nullptr, nullptr, key, nullptr) == 1;
+    } else {
+        ok = EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), nullptr, nullptr, nullptr) == 1 &&
+             EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, static_cast<int>(kGcmNonceSize),
+                                 nullptr) == 1 &&
+             EVP_DecryptInit_ex(ctx, nullptr, nullptr, key, nullptr) == 1;
+    }
+    if (!ok) {
+        EVP_CIPHER_CTX_free(ctx);
+        return nullptr;
+    }
+    return ctx;
+}
+
+}  // namespace
+
+AesGcmKey::~AesGcmKey() {
+    reset();
+}
+
+void AesGcmKey::reset() noexcept {
+    EVP_CIPHER_CTX_free(enc_);
+    EVP_CIPHER_CTX_free(dec_);
+    enc_ = nullptr;
+    dec_ = nullptr;
+}
+
+bool AesGcmKey::init(const uint8_t key[kAesKeySize]) noexcept {
+    reset();
+    if (key == nullptr) return false;
+    enc_ = make_context(key, true);
+    dec_ = make_context(key, false);
+    if (enc_ == nullptr || dec_ == nullptr) {
+        reset();
+        return false;
+    }
+    return true;
+}
+
+bool AesGcmKey::seal(const uint8_t nonce[kGcmNonceSize], std::initializer_list<ByteView> aad,
+                     std::initializer_list<ByteView> plaintext, uint8_t *out,
+                     uint8_t tag[kGcmTagSize]) noexcept {
+    if (!ready() || nonce == nullptr || tag == nullptr) return false;
+    if (EVP_EncryptInit_ex(enc_, nullptr, nullptr, nullptr, nonce) != 1) return false;
+    if (!feed_aad(enc_, aad, true)) return false;
+    size_t offset = 0;
+    for (const ByteView &part : plaintext) {
+        if (part.size == 0) continue;
+        if (out == nullptr || !feed_data(enc_, part.data, part.size, out + offset, true))
+            return false;
+        offset += part.size;
+    }
+    int outl = 0;
+    uint8_t scratch[16];
+    if (EVP_EncryptFinal_ex(enc_, scratch, &outl) != 1 || outl != 0) return false;
+    return EVP_CIPHER_CTX_ctrl(enc_, EVP_CTRL_GCM_GET_TAG, static_cast<int>(kGcmTagSize), tag) == 1;
+}
+
+bool AesGcmKey::open(const uint8_t nonce[kGcmNonceSize], std::initializer_list<ByteView> aad,
+                     ByteView ciphertext, const uint8_t tag[kGcmTagSize], uint8_t *out) noexcept {
+    bool ok = ready() && nonce != nullptr && tag != nullptr &&
+              (ciphertext.size == 0 || (out != nullptr && ciphertext.data != nullptr));
+    if (ok) ok = EVP_DecryptInit_ex(dec_, nullptr, nullptr, nullptr, nonce) == 1;
+    if (ok) ok = feed_aad(dec_, aad, false);
+    if (ok) ok = feed_data(dec_, ciphertext.data, ciphertext.size, out, false);
+    if (ok) {
+        // The ctrl takes a non-const pointer; hand it a copy rather than casting away const.
+        uint8_t expected[kGcmTagSize];
+        for (size_t i = 0; i < kGcmTagSize; ++i) expected[i] = tag[i];
+        ok = EVP_CIPHER_CTX_ctrl(dec_, EVP_CTRL_GCM_SET_TAG, static_cast<int>(kGcmTagSize),
+                                 expected) == 1;
+    }
+    if (ok) {
+        // Final compares the tag in constant time.
+        int outl = 0;
+        uint8_t scratch[16];
+        ok = EVP_DecryptFinal_ex(dec_, scratch, &outl) == 1 && outl == 0;
+    }
+    if (!ok && out != nullptr && ciphertext.size > 0) OPENSSL_cleanse(out, ciphertext.size);
+    return ok;
+}
+
+}  // namespace envelope
