@@ -14,12 +14,11 @@ using namespace envelope::pg;
 namespace {
 
 [[noreturn]] void refuse_double_encryption() {
-    ereport(ERROR,
-            (errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
-             errmsg("input is already a sealed encrypted_text value"),
-             errdetail("pg_envelope never encrypts a sealed value a second time."),
-             errhint("To load sealed values (from pg_dump, COPY or replication), set "
-                     "envelope.io = 'sealed'.")));
+    ereport(ERROR, (errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+                    errmsg("input is already a sealed encrypted_text value"),
+                    errdetail("pg_envelope never encrypts a sealed value a second time."),
+                    errhint("To load sealed values (from pg_dump, COPY or replication), set "
+                            "envelope.io = 'sealed'.")));
 }
 
 Datum seal_plaintext(const char *s, size_t len) {
@@ -39,9 +38,8 @@ ENVELOPE_SQL_FUNCTION(envelope_encrypted_text_in) {
 ENVELOPE_SQL_FUNCTION(envelope_encrypted_text_out) {
     bytea *stored = PG_GETARG_BYTEA_PP(0);
     if (setting_io_mode == io_sealed) PG_RETURN_CSTRING(sealed_to_text(stored));
-    struct varlena *plain =
-        open_value(reinterpret_cast<const uint8 *>(VARDATA_ANY(stored)),
-                   VARSIZE_ANY_EXHDR(stored), PayloadKind::text, nullptr);
+    struct varlena *plain = open_value(reinterpret_cast<const uint8 *>(VARDATA_ANY(stored)),
+                                       VARSIZE_ANY_EXHDR(stored), PayloadKind::text, nullptr);
     PG_RETURN_CSTRING(text_to_cstring(reinterpret_cast<text *>(plain)));
 }
 
@@ -62,9 +60,8 @@ ENVELOPE_SQL_FUNCTION(envelope_encrypted_text_send) {
         char *s = sealed_to_text(stored);
         pq_sendtext(&buf, s, strlen(s));
     } else {
-        struct varlena *plain =
-            open_value(reinterpret_cast<const uint8 *>(VARDATA_ANY(stored)),
-                       VARSIZE_ANY_EXHDR(stored), PayloadKind::text, nullptr);
+        struct varlena *plain = open_value(reinterpret_cast<const uint8 *>(VARDATA_ANY(stored)),
+                                           VARSIZE_ANY_EXHDR(stored), PayloadKind::text, nullptr);
         pq_sendtext(&buf, VARDATA(plain), VARSIZE(plain) - VARHDRSZ);
     }
     PG_RETURN_BYTEA_P(pq_endtypsend(&buf));

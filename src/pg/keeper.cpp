@@ -2,6 +2,7 @@
 // loader workers feed it every database's wrapped DEKs, publishes unwrapped DEKs in the shared
 // cache, and then serves backend requests, waking on its latch.
 #include "keeper.hpp"
+#include "encryption_counts.hpp"
 #include "guard.hpp"
 #include "keeper_client.hpp"
 #include "settings.hpp"
@@ -26,6 +27,8 @@ int backoff_ms = 1000;
 TimestampTz next_attempt = 0;
 constexpr int kMaxBackoffMs = 30000;
 constexpr long kHealthCheckMs = 5000;
+constexpr long kCountsSaveMs = 10000;
+TimestampTz last_counts_save = 0;
 TimestampTz last_health_check = 0;
 
 // Databases still to load, and the loader currently running.
@@ -246,7 +249,8 @@ void process(KeeperRequest &in, KeeperRequest &out) {
     }
 
     LWLockAcquire(s->cache_lock, LW_EXCLUSIVE);
-    auto result = key_table().insert(in.database, in.id, key, in.key_state, 0, nullptr);
+    const uint64 seed = in.kind == RequestKind::unwrap ? counts_seed(in.database, in.id) : 0;
+    auto result = key_table().insert(in.database, in.id, key, in.key_state, seed, nullptr);
     LWLockRelease(s->cache_lock);
     envelope::secure_zero(key, sizeof key);
     if (result == envelope::KeyTable::InsertResult::full) {
@@ -313,6 +317,7 @@ void keeper_exit(int, Datum) {
     hsm.disconnect();
     if (s == nullptr) return;
     LWLockReleaseAll();
+    guarded("envelope keeper exit", [] { counts_save(true); });
     LWLockAcquire(s->request_lock, LW_EXCLUSIVE);
     s->keeper_latch = nullptr;
     s->status.pid = 0;
@@ -351,6 +356,10 @@ void keeper_loop() {
         }
         serve_requests();
         if (hsm.connected()) drive_loading();
+        if (TimestampDifferenceExceeds(last_counts_save, now, kCountsSaveMs)) {
+            last_counts_save = now;
+            counts_save(false);
+        }
 
         long timeout =
             hsm.connected()
@@ -447,7 +456,10 @@ void envelope_keeper_main(Datum) {
     s->status.pid = MyProcPid;
     s->status.state = KeeperState::connecting;
     LWLockRelease(s->request_lock);
-    guarded("envelope_keeper_main", [] { keeper_loop(); });
+    guarded("envelope_keeper_main", [] {
+        counts_load();
+        keeper_loop();
+    });
 }
 
 void envelope_loader_main(Datum arg) {

@@ -39,11 +39,11 @@ void build_context(Context &c, PayloadKind kind, const bytea *context) {
                             errdetail("This pg_envelope reads envelope version %d only.",
                                       envelope::kEnvelopeVersion)));
         case envelope::EnvelopeStatus::auth_failed:
-            ereport(ERROR,
-                    (errcode(ERRCODE_DATA_CORRUPTED),
-                     errmsg("encrypted value failed authentication"),
-                     errdetail("The value was modified or truncated, was sealed with another "
-                               "context, or is not of this type.")));
+            ereport(
+                ERROR,
+                (errcode(ERRCODE_DATA_CORRUPTED), errmsg("encrypted value failed authentication"),
+                 errdetail("The value was modified or truncated, was sealed with another "
+                           "context, or is not of this type.")));
         case envelope::EnvelopeStatus::crypto_failure:
         case envelope::EnvelopeStatus::ok:
             break;
@@ -67,8 +67,8 @@ bytea *seal_value(const char *data, size_t len, const char *key_name, PayloadKin
     const unsigned pad = static_cast<unsigned>(setting_pad_block);
     const size_t sealed_len = envelope::sealed_size(len, pad);
     if (sealed_len > MaxAllocSize - VARHDRSZ) {
-        ereport(ERROR, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-                        errmsg("value too large to encrypt")));
+        ereport(ERROR,
+                (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED), errmsg("value too large to encrypt")));
     }
     Context c;
     build_context(c, kind, context);
@@ -120,13 +120,12 @@ bytea *parse_sealed_text(const char *text, size_t len) {
     envelope::EnvelopeStatus st =
         envelope::decode_printable(text, len, reinterpret_cast<uint8 *>(VARDATA(out)), &n);
     if (st == envelope::EnvelopeStatus::malformed) {
-        ereport(ERROR,
-                (errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
-                 errmsg("invalid sealed encrypted_text value"),
-                 errdetail("Sealed values are \"%s\" followed by base64 of an envelope.",
-                           envelope::kPrintablePrefix),
-                 errhint("With envelope.io = 'sealed', input must be a sealed value; set "
-                         "envelope.io = 'plaintext' to encrypt plaintext.")));
+        ereport(ERROR, (errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+                        errmsg("invalid sealed encrypted_text value"),
+                        errdetail("Sealed values are \"%s\" followed by base64 of an envelope.",
+                                  envelope::kPrintablePrefix),
+                        errhint("With envelope.io = 'sealed', input must be a sealed value; set "
+                                "envelope.io = 'plaintext' to encrypt plaintext.")));
     }
     if (st != envelope::EnvelopeStatus::ok) raise_status(st);
     SET_VARSIZE(out, VARHDRSZ + n);

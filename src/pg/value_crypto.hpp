@@ -14,8 +14,7 @@ bytea *seal_value(const char *data, size_t len, const char *key_name, PayloadKin
 
 // Opens envelope bytes; returns a palloc'd varlena (text or bytea) with the plaintext.
 // Raises an authentication ERROR that never includes plaintext or key bytes.
-struct varlena *open_value(const uint8 *sealed, size_t len, PayloadKind kind,
-                           const bytea *context);
+struct varlena *open_value(const uint8 *sealed, size_t len, PayloadKind kind, const bytea *context);
 
 // Checks a sealed value without returning its plaintext: well-formed, known key, authentic.
 void verify_sealed(const uint8 *sealed, size_t len, PayloadKind kind);
