@@ -100,6 +100,12 @@ DECLARE
     new_id uuid := gen_random_uuid();
     w record;
 BEGIN
+    -- Checked here, before a DEK exists, so no error text can ever echo a wrapped key.
+    IF create_key.name = '' OR length(create_key.name) >= 64 THEN
+        RAISE EXCEPTION 'invalid key name "%"', create_key.name
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Key names are 1 to 63 characters long.';
+    END IF;
     PERFORM pg_advisory_xact_lock(hashtext('pg_envelope.key:' || create_key.name));
     IF EXISTS (SELECT 1 FROM envelope.keyring k WHERE k.name = create_key.name) THEN
         RAISE EXCEPTION 'key "%" already exists', create_key.name
