@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # variables here are used by the sourcing tests
 # test/integration/lib.sh: tiny framework for integration tests that run their own servers.
 # Source it from test/integration/t_NAME.sh (after set -euo pipefail), then:
 #
@@ -12,6 +13,8 @@
 #   status_at PORT DB COLS    columns of envelope.status() (works before CREATE EXTENSION)
 #   psql_at PORT DB "SQL"     psql -AtX -v ON_ERROR_STOP=1; prints output, fails on error
 #   psql_fail PORT DB "SQL"   runs SQL that must fail; prints its error output
+#   psql_fail_state PORT DB SQLSTATE "SQL"  runs SQL that must fail with that SQLSTATE
+#                             (VERBOSITY verbose); prints its error output
 #   assert_eq WANT GOT MSG | assert_contains TEXT NEEDLE MSG | assert_not_contains ...
 #   assert_file_contains FILE NEEDLE MSG | assert_file_not_contains FILE NEEDLE MSG
 #   pass MSG | fail MSG       report a step; fail exits 1
@@ -123,6 +126,17 @@ psql_fail() {
       -v ON_ERROR_STOP=1 -c "$3" 2>&1); then
     fail "expected an error from: $3 (got: $out)"
   fi
+  echo "$out"
+}
+
+psql_fail_state() {
+  local port=$1 db=$2 want=$3 sql=$4 out got
+  if out=$(as_pg "$PG_BIN/psql" -h "$IT_SOCK" -p "$port" -U postgres -d "$db" -AtX -q \
+      -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -c "$sql" 2>&1); then
+    fail "expected SQLSTATE $want from: $sql (it succeeded: $out)"
+  fi
+  got=$(sed -n 's/^.*ERROR:  \([0-9A-Z]\{5\}\): .*$/\1/p' <<<"$out" | head -n 1)
+  [[ $got == "$want" ]] || fail "expected SQLSTATE $want from: $sql (got '$got': $out)"
   echo "$out"
 }
 

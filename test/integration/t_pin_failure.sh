@@ -2,6 +2,7 @@
 # t_pin_failure: a wrong PIN leaves the server up with the keeper 'failed' (CKR_PIN_INCORRECT),
 # no PIN ever reaches the log, and fixing the PIN file + reload recovers without a restart.
 set -euo pipefail
+# shellcheck source=test/integration/lib.sh
 source "$(dirname "$0")/lib.sh"
 
 PORT=$((IT_PORT_BASE + 10))

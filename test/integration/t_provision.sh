@@ -2,6 +2,7 @@
 # t_provision: hsm/provision-softhsm is idempotent, creates exactly one KEK with the right
 # label, and pg_envelope_provision --check fails for a KEK label that does not exist.
 set -euo pipefail
+# shellcheck source=test/integration/lib.sh
 source "$(dirname "$0")/lib.sh"
 
 it_init --no-token
