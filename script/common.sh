@@ -1,5 +1,5 @@
-# shellcheck shell=bash
 # script/common.sh: helpers shared by script/server and the test runners (sourced, not run).
+# shellcheck shell=bash
 # Callers set -euo pipefail themselves. Everything that touches PostgreSQL runs as the server
 # user (PostgreSQL refuses to run as root); SoftHSM tokens must be created as that user too.
 

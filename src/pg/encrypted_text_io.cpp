@@ -58,7 +58,7 @@ ENVELOPE_SQL_FUNCTION(envelope_encrypted_text_send) {
     pq_begintypsend(&buf);
     if (setting_io_mode == io_sealed) {
         char *s = sealed_to_text(stored);
-        pq_sendtext(&buf, s, strlen(s));
+        pq_sendtext(&buf, s, static_cast<int>(strlen(s)));
     } else {
         struct varlena *plain = open_value(reinterpret_cast<const uint8 *>(VARDATA_ANY(stored)),
                                            VARSIZE_ANY_EXHDR(stored), PayloadKind::text, nullptr);

@@ -23,16 +23,16 @@ constexpr int kLocalKeys = 64;
 constexpr int kNames = 16;
 
 struct LocalKey {
-    bool used;
-    bool warned;
-    Oid database;
-    envelope::DekId id;
-    int slot;
     uint64 slot_version;
     uint64 checked_generation;
-    envelope::KeyState state;
     uint64 last_use;
     envelope::AesGcmKey cipher;
+    Oid database;
+    int slot;
+    envelope::KeyState state;
+    envelope::DekId id;
+    bool used;
+    bool warned;
 };
 
 // Static storage: these C++ objects never live on a stack an ERROR could unwind.

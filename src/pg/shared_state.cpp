@@ -28,7 +28,7 @@ void protect_key_region(void *region, Size size) {
     const uintptr_t begin = reinterpret_cast<uintptr_t>(region) & ~(page - 1);
     const uintptr_t end = (reinterpret_cast<uintptr_t>(region) + size + page - 1) & ~(page - 1);
     if (end <= begin) return;
-    void *p = reinterpret_cast<void *>(begin);
+    void *p = reinterpret_cast<void *>(begin);  // NOLINT(performance-no-int-to-ptr): page math
     size_t len = end - begin;
     if (madvise(p, len, MADV_DONTDUMP) != 0) {
         elog(LOG, "pg_envelope: madvise(MADV_DONTDUMP) on the key cache failed: %m");

@@ -1,5 +1,5 @@
-# shellcheck shell=bash disable=SC2034  # variables here are used by the sourcing tests
 # test/integration/lib.sh: tiny framework for integration tests that run their own servers.
+# shellcheck shell=bash disable=SC2034  # variables here are used by the sourcing tests
 # Source it from test/integration/t_NAME.sh (after set -euo pipefail), then:
 #
 #   it_init [--no-token]      temp dir owned by postgres ($IT_TMP) + fresh SoftHSM token in
@@ -52,6 +52,7 @@ it_cleanup() {
   exit "$rc"
 }
 
+# shellcheck disable=SC2120  # the optional --no-token argument
 it_init() {
   IT_TMP=$(mktemp -d "/tmp/pg_envelope-it-$IT_NAME.XXXXXX")
   trap it_cleanup EXIT
