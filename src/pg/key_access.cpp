@@ -236,8 +236,10 @@ void ensure_cached(const envelope::DekId &id) {
     if (!row.found) {
         ereport(ERROR, (errcode(ERRCODE_UNDEFINED_OBJECT),
                         errmsg("key %s does not exist in this database", idtext),
-                        errhint("The value was sealed with a key that is not in "
-                                "envelope.keyring; restore the keyring from the same dump.")));
+                        errhint("The value was sealed with a key that is not in this database's "
+                                "envelope.keyring. When restoring a dump, load the data of "
+                                "envelope.keyring before the tables that use it (see the "
+                                "README, \"Backup, dump and restore\").")));
     }
     char description[NAMEDATALEN * 2 + 64];
     snprintf(description, sizeof description, "key \"%s\" version %d (%s)", row.name, row.version,
