@@ -1,10 +1,13 @@
 // AES-256-GCM through OpenSSL EVP with contexts keyed once and reused for every value.
 #include "aes_gcm.hpp"
 
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/params.h>
 
 #include <climits>
+#include <cstring>
 
 namespace envelope {
 
@@ -12,21 +15,41 @@ namespace {
 
 // EVP takes int lengths; feed larger inputs in pieces so size_t never truncates.
 constexpr size_t kMaxChunk = static_cast<size_t>(INT_MAX) & ~static_cast<size_t>(15);
+constexpr size_t kJoinLimit = 4096;
 
-bool feed_aad(EVP_CIPHER_CTX *ctx, std::initializer_list<ByteView> aad, bool encrypt) noexcept {
-    for (const ByteView &part : aad) {
-        size_t done = 0;
-        while (done < part.size) {
-            size_t n = part.size - done;
-            if (n > kMaxChunk) n = kMaxChunk;
-            int outl = 0;
-            int rc =
-                encrypt
-                    ? EVP_EncryptUpdate(ctx, nullptr, &outl, part.data + done, static_cast<int>(n))
+bool feed_aad_part(EVP_CIPHER_CTX *ctx, ByteView part, bool encrypt) noexcept {
+    size_t done = 0;
+    while (done < part.size) {
+        size_t n = part.size - done;
+        if (n > kMaxChunk) n = kMaxChunk;
+        int outl = 0;
+        int rc =
+            encrypt ? EVP_EncryptUpdate(ctx, nullptr, &outl, part.data + done, static_cast<int>(n))
                     : EVP_DecryptUpdate(ctx, nullptr, &outl, part.data + done, static_cast<int>(n));
-            if (rc != 1) return false;
-            done += n;
+        if (rc != 1) return false;
+        done += n;
+    }
+    return true;
+}
+
+// OpenSSL 3 charges a fixed cost per EVP call, so small AAD parts (the envelope header and a
+// short context) are joined on the stack and fed in one update.
+bool feed_aad(EVP_CIPHER_CTX *ctx, std::initializer_list<ByteView> aad, bool encrypt) noexcept {
+    uint8_t joined[256];
+    size_t total = 0;
+    for (const ByteView &part : aad) total += part.size;
+    if (total <= sizeof joined) {
+        size_t at = 0;
+        for (const ByteView &part : aad) {
+            if (part.size) std::memcpy(joined + at, part.data, part.size);
+            at += part.size;
         }
+        bool ok = total == 0 || feed_aad_part(ctx, ByteView(joined, total), encrypt);
+        OPENSSL_cleanse(joined, total);
+        return ok;
+    }
+    for (const ByteView &part : aad) {
+        if (!feed_aad_part(ctx, part, encrypt)) return false;
     }
     return true;
 }
@@ -101,17 +124,34 @@ bool AesGcmKey::seal(const uint8_t nonce[kGcmNonceSize], std::initializer_list<B
     if (!ready() || nonce == nullptr || tag == nullptr) return false;
     if (EVP_EncryptInit_ex(enc_, nullptr, nullptr, nullptr, nonce) != 1) return false;
     if (!feed_aad(enc_, aad, true)) return false;
-    size_t offset = 0;
+    size_t total = 0;
     for (const ByteView &part : plaintext) {
-        if (part.size == 0) continue;
-        if (out == nullptr || !feed_data(enc_, part.data, part.size, out + offset, true))
-            return false;
-        offset += part.size;
+        if (part.size > 0 && (out == nullptr || part.data == nullptr)) return false;
+        total += part.size;
+    }
+    if (total <= kJoinLimit) {
+        // Small values: join the parts in out and encrypt in place in one update (the per-call
+        // cost dominates); large ones are not worth the extra copy.
+        size_t at = 0;
+        for (const ByteView &part : plaintext) {
+            if (part.size && part.data != out + at) std::memmove(out + at, part.data, part.size);
+            at += part.size;
+        }
+        if (total > 0 && !feed_data(enc_, out, total, out, true)) return false;
+    } else {
+        size_t at = 0;
+        for (const ByteView &part : plaintext) {
+            if (part.size && !feed_data(enc_, part.data, part.size, out + at, true)) return false;
+            at += part.size;
+        }
     }
     int outl = 0;
     uint8_t scratch[16];
     if (EVP_EncryptFinal_ex(enc_, scratch, &outl) != 1 || outl != 0) return false;
-    return EVP_CIPHER_CTX_ctrl(enc_, EVP_CTRL_GCM_GET_TAG, static_cast<int>(kGcmTagSize), tag) == 1;
+    OSSL_PARAM params[2] = {
+        OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, tag, kGcmTagSize),
+        OSSL_PARAM_construct_end()};
+    return EVP_CIPHER_CTX_get_params(enc_, params) == 1;
 }
 
 bool AesGcmKey::open(const uint8_t nonce[kGcmNonceSize], std::initializer_list<ByteView> aad,
@@ -122,11 +162,13 @@ bool AesGcmKey::open(const uint8_t nonce[kGcmNonceSize], std::initializer_list<B
     if (ok) ok = feed_aad(dec_, aad, false);
     if (ok) ok = feed_data(dec_, ciphertext.data, ciphertext.size, out, false);
     if (ok) {
-        // The ctrl takes a non-const pointer; hand it a copy rather than casting away const.
+        // OSSL_PARAM takes a non-const pointer; hand it a copy rather than casting away const.
         uint8_t expected[kGcmTagSize];
-        for (size_t i = 0; i < kGcmTagSize; ++i) expected[i] = tag[i];
-        ok = EVP_CIPHER_CTX_ctrl(dec_, EVP_CTRL_GCM_SET_TAG, static_cast<int>(kGcmTagSize),
-                                 expected) == 1;
+        std::memcpy(expected, tag, kGcmTagSize);
+        OSSL_PARAM params[2] = {
+            OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, expected, kGcmTagSize),
+            OSSL_PARAM_construct_end()};
+        ok = EVP_CIPHER_CTX_set_params(dec_, params) == 1;
     }
     if (ok) {
         // Final compares the tag in constant time.
