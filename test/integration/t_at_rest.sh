@@ -5,8 +5,8 @@
 # pg_envelope/) contains it and the server log (log_statement = all) does not either. Positive
 # controls prove the search works: a marker in a plain text column is found in PGDATA, and the
 # wrapped DEK bytes are found in the keyring's table files.
-# Secrets we cannot see directly (the DEK itself) are checked through what we can see: the
-# wrapped DEK (hex, base64, raw bytes) appears nowhere in the server log.
+# The wrapped DEK (hex, base64, raw bytes) appears nowhere in the server log, and the DEK
+# itself (unwrapped through the token by a test-only probe) appears nowhere at all.
 set -euo pipefail
 # shellcheck source=test/integration/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -93,6 +93,39 @@ if in_log:
 print("ok - wrapped DEK raw bytes: in %d PGDATA file(s) (keyring table/WAL), not in the log" % len(in_data))
 PY
 done
+
+# The DEKs themselves: unwrapped through the token by a test-only probe, then searched for
+# (raw bytes, hex) in every file under PGDATA and in the server log. None may appear.
+PROBE=$ENVELOPE_ROOT/build/envelope_test_dek_probe
+[[ -x $PROBE ]] || fail "test probe $PROBE not built (script/build builds it with the tests)"
+mapfile -t rows < <(psql_at "$PORT" postgres "
+  SELECT replace(id::text, '-', '') || ' ' || encode(wrapped_dek, 'hex') FROM envelope.keyring ORDER BY name")
+for row in "${rows[@]}"; do
+  dek=$(as_pg SOFTHSM2_CONF="$IT_SOFTHSM_CONF" "$PROBE" "$SOFTHSM_MODULE" pg_envelope "$IT_PIN_FILE" \
+        pg_envelope-kek ${row}) || fail "probe could not unwrap a DEK"
+  [[ $dek =~ ^[0-9a-f]{64}$ ]] || fail "probe output is not a 32-byte hex DEK"
+  as_pg "${PYTHON:-/usr/bin/python3}" - "$dek" "$PGDATA_A" "$LOG" <<'PY' || fail "DEK found at rest"
+import os, sys
+dek = bytes.fromhex(sys.argv[1])
+needles = [dek, dek[:16], dek[16:], sys.argv[1].encode(), sys.argv[1].upper().encode()]
+found = []
+paths = [sys.argv[3]]
+for root, _, files in os.walk(sys.argv[2]):
+    paths += [os.path.join(root, f) for f in files]
+for p in paths:
+    try:
+        with open(p, 'rb') as fh:
+            data = fh.read()
+    except OSError:
+        continue
+    if any(n in data for n in needles):
+        found.append(p)
+if found:
+    sys.exit("DEK bytes found in: " + ", ".join(found))
+print("ok - DEK (raw, either half, hex) in none of %d files under PGDATA nor the log" % (len(paths) - 1))
+PY
+done
+pass "no DEK appears anywhere under PGDATA or in the server log"
 
 # The pg_envelope/ state directory holds counts by DEK id only.
 if [[ -d $PGDATA_A/pg_envelope ]]; then
