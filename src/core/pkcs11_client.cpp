@@ -505,22 +505,40 @@ SecureBuffer Pkcs11Client::generate_random(size_t n) {
     return out;
 }
 
-std::vector<uint8_t> Pkcs11Client::wrap_dek(CK_OBJECT_HANDLE kek, ByteView dek, ByteView identity) {
-    if (dek.size != kDekSize) {
-        throw Pkcs11Error(Pkcs11Failure::other, CKR_OK,
-                          "a DEK must have " + std::to_string(kDekSize) + " bytes");
-    }
-    std::vector<uint8_t> aad(kWrapAadPrefix, kWrapAadPrefix + sizeof kWrapAadPrefix);
-    aad.insert(aad.end(), identity.data, identity.data + identity.size);
+namespace {
 
-    SecureBuffer nonce = generate_random(kNonceSize);
+// AAD of the wrap: the domain string (with its NUL) followed by the identity.
+std::vector<uint8_t> wrap_aad(ByteView identity) {
+    std::vector<uint8_t> aad(sizeof kWrapAadPrefix + identity.size);
+    std::memcpy(aad.data(), kWrapAadPrefix, sizeof kWrapAadPrefix);
+    if (identity.size > 0) {
+        std::memcpy(aad.data() + sizeof kWrapAadPrefix, identity.data, identity.size);
+    }
+    return aad;
+}
+
+// Full CK_GCM_PARAMS (ulIvBits included) with a 128-bit tag, which SoftHSM does not enforce.
+CK_GCM_PARAMS gcm_params(uint8_t *iv, std::vector<uint8_t> &aad) {
     CK_GCM_PARAMS params{};
-    params.pIv = nonce.data();
+    params.pIv = iv;
     params.ulIvLen = kNonceSize;
     params.ulIvBits = kNonceSize * 8;
     params.pAAD = aad.data();
     params.ulAADLen = static_cast<CK_ULONG>(aad.size());
     params.ulTagBits = kTagSize * 8;
+    return params;
+}
+
+}  // namespace
+
+std::vector<uint8_t> Pkcs11Client::wrap_dek(CK_OBJECT_HANDLE kek, ByteView dek, ByteView identity) {
+    if (dek.size != kDekSize) {
+        throw Pkcs11Error(Pkcs11Failure::other, CKR_OK,
+                          "a DEK must have " + std::to_string(kDekSize) + " bytes");
+    }
+    std::vector<uint8_t> aad = wrap_aad(identity);
+    SecureBuffer nonce = generate_random(kNonceSize);
+    CK_GCM_PARAMS params = gcm_params(nonce.data(), aad);
     CK_MECHANISM mech{CKM_AES_GCM, &params, sizeof params};
 
     check(fn_->C_EncryptInit(session_, &mech, kek), Pkcs11Failure::other, "C_EncryptInit");
@@ -551,19 +569,11 @@ SecureBuffer Pkcs11Client::unwrap_dek(CK_OBJECT_HANDLE kek, ByteView wrapped, By
                           "wrapped DEK has format version " + std::to_string(wrapped.data[0]) +
                               ", expected " + std::to_string(kWrapFormatVersion));
     }
-    std::vector<uint8_t> aad(kWrapAadPrefix, kWrapAadPrefix + sizeof kWrapAadPrefix);
-    aad.insert(aad.end(), identity.data, identity.data + identity.size);
+    std::vector<uint8_t> aad = wrap_aad(identity);
     // The module takes non-const pointers; give it a private copy.
     uint8_t blob[kWrappedDekSize];
     std::memcpy(blob, wrapped.data, kWrappedDekSize);
-
-    CK_GCM_PARAMS params{};
-    params.pIv = blob + 1;
-    params.ulIvLen = kNonceSize;
-    params.ulIvBits = kNonceSize * 8;
-    params.pAAD = aad.data();
-    params.ulAADLen = static_cast<CK_ULONG>(aad.size());
-    params.ulTagBits = kTagSize * 8;
+    CK_GCM_PARAMS params = gcm_params(blob + 1, aad);
     CK_MECHANISM mech{CKM_AES_GCM, &params, sizeof params};
 
     SecureBuffer plain(kDekSize + kTagSize);  // modules may want room for the whole input

@@ -1,7 +1,30 @@
 // Raises the PostgreSQL error recorded by a guarded entry point.
 #include "guard.hpp"
 
+#include <cstdio>
+
 namespace envelope::pg {
+
+void record_current_exception(EntryFailure &failure) noexcept {
+    failure.failed = true;
+    try {
+        throw;
+    } catch (const PgErrorException &e) {
+        failure.pg_error = e.edata();
+    } catch (const SqlError &e) {
+        failure.sqlstate = e.sqlstate();
+        std::snprintf(failure.message, sizeof failure.message, "%s", e.what());
+        std::snprintf(failure.detail, sizeof failure.detail, "%s", e.detail());
+        std::snprintf(failure.hint, sizeof failure.hint, "%s", e.hint());
+    } catch (const std::bad_alloc &) {
+        failure.sqlstate = ERRCODE_OUT_OF_MEMORY;
+        std::snprintf(failure.message, sizeof failure.message, "out of memory");
+    } catch (const std::exception &e) {
+        std::snprintf(failure.message, sizeof failure.message, "%s", e.what());
+    } catch (...) {
+        std::snprintf(failure.message, sizeof failure.message, "unknown C++ exception");
+    }
+}
 
 void raise_entry_failure(const EntryFailure &failure, const char *entry_name) {
     if (failure.pg_error != nullptr) ReThrowError(failure.pg_error);

@@ -61,67 +61,22 @@ struct EntryFailure {
     char hint[256] = {};
 };
 
-void raise_entry_failure(const EntryFailure &failure, const char *entry_name);
+// Classifies the exception being handled (call only inside a catch handler).
+void record_current_exception(EntryFailure &failure) noexcept;
+
+[[noreturn]] void raise_entry_failure(const EntryFailure &failure, const char *entry_name);
 
 // Runs fn (a C++ body) and converts anything it throws into a PostgreSQL ERROR raised only
 // after the catch handler has completed. Every extern "C" entry point goes through here.
 template <typename Fn>
 auto guarded(const char *entry_name, Fn &&fn) -> decltype(fn()) {
-    using Result = decltype(fn());
     EntryFailure failure;
-    if constexpr (std::is_void_v<Result>) {
-        try {
-            fn();
-            return;
-        } catch (const PgErrorException &e) {
-            failure.failed = true;
-            failure.pg_error = e.edata();
-        } catch (const SqlError &e) {
-            failure.failed = true;
-            failure.sqlstate = e.sqlstate();
-            std::snprintf(failure.message, sizeof failure.message, "%s", e.what());
-            std::snprintf(failure.detail, sizeof failure.detail, "%s", e.detail());
-            std::snprintf(failure.hint, sizeof failure.hint, "%s", e.hint());
-        } catch (const std::bad_alloc &) {
-            failure.failed = true;
-            failure.sqlstate = ERRCODE_OUT_OF_MEMORY;
-            std::snprintf(failure.message, sizeof failure.message, "out of memory");
-        } catch (const std::exception &e) {
-            failure.failed = true;
-            std::snprintf(failure.message, sizeof failure.message, "%s", e.what());
-        } catch (...) {
-            failure.failed = true;
-            std::snprintf(failure.message, sizeof failure.message, "unknown C++ exception");
-        }
-        raise_entry_failure(failure, entry_name);
-    } else {
-        Result result{};
-        try {
-            result = fn();
-            return result;
-        } catch (const PgErrorException &e) {
-            failure.failed = true;
-            failure.pg_error = e.edata();
-        } catch (const SqlError &e) {
-            failure.failed = true;
-            failure.sqlstate = e.sqlstate();
-            std::snprintf(failure.message, sizeof failure.message, "%s", e.what());
-            std::snprintf(failure.detail, sizeof failure.detail, "%s", e.detail());
-            std::snprintf(failure.hint, sizeof failure.hint, "%s", e.hint());
-        } catch (const std::bad_alloc &) {
-            failure.failed = true;
-            failure.sqlstate = ERRCODE_OUT_OF_MEMORY;
-            std::snprintf(failure.message, sizeof failure.message, "out of memory");
-        } catch (const std::exception &e) {
-            failure.failed = true;
-            std::snprintf(failure.message, sizeof failure.message, "%s", e.what());
-        } catch (...) {
-            failure.failed = true;
-            std::snprintf(failure.message, sizeof failure.message, "unknown C++ exception");
-        }
-        raise_entry_failure(failure, entry_name);
-        return result;  // not reached: raise_entry_failure does not return
+    try {
+        return fn();
+    } catch (...) {
+        record_current_exception(failure);
     }
+    raise_entry_failure(failure, entry_name);
 }
 
 // Calls a PostgreSQL function from C++ code. A PostgreSQL ERROR inside fn is caught, the
