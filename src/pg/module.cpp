@@ -2,10 +2,14 @@
 // No PKCS#11 call happens here (the postmaster must never initialise the module).
 #include "guard.hpp"
 #include "keeper.hpp"
+#include "keeper_client.hpp"
 #include "settings.hpp"
 #include "shared_state.hpp"
 
 extern "C" {
+#include "catalog/objectaccess.h"
+#include "catalog/pg_class.h"
+
 PG_MODULE_MAGIC;
 PGDLLEXPORT void _PG_init(void);
 }
@@ -23,6 +27,29 @@ void envelope_shmem_startup() {
     if (prev_shmem_startup_hook) prev_shmem_startup_hook();
     envelope::pg::shared_state_startup();
 }
+
+object_access_hook_type prev_object_access_hook = nullptr;
+
+bool is_keyring(Oid relid) {
+    const char *name = get_rel_name(relid);
+    if (name == nullptr || strcmp(name, "keyring") != 0) return false;
+    const char *nsp = get_namespace_name(get_rel_namespace(relid));
+    return nsp != nullptr && strcmp(nsp, "envelope") == 0;
+}
+
+// Dropping a database, or the keyring with the extension, wipes that database's keys from the
+// shared cache at once instead of leaving them until the next restart. Evicting is always safe:
+// if the drop rolls back, keys are unwrapped again on first use.
+void envelope_object_access(ObjectAccessType access, Oid class_id, Oid object_id, int sub_id,
+                            void *arg) {
+    if (prev_object_access_hook) prev_object_access_hook(access, class_id, object_id, sub_id, arg);
+    if (access != OAT_DROP || !envelope::pg::loaded_via_preload()) return;
+    if (class_id == DatabaseRelationId) {
+        envelope::pg::cache_forget(object_id, nullptr);
+    } else if (class_id == RelationRelationId && sub_id == 0 && is_keyring(object_id)) {
+        envelope::pg::cache_forget(MyDatabaseId, nullptr);
+    }
+}
 }  // namespace
 
 void _PG_init(void) {
@@ -39,6 +66,9 @@ void _PG_init(void) {
     shmem_request_hook = envelope_shmem_request;
     prev_shmem_startup_hook = shmem_startup_hook;
     shmem_startup_hook = envelope_shmem_startup;
+
+    prev_object_access_hook = object_access_hook;
+    object_access_hook = envelope_object_access;
 
     envelope::pg::register_keeper();
 }
