@@ -38,6 +38,14 @@ REVOKE ALL ON FUNCTION envelope._keyring_changed() FROM PUBLIC;
 CREATE TRIGGER keyring_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
     ON envelope.keyring FOR EACH STATEMENT EXECUTE FUNCTION envelope._keyring_changed();
 
+CREATE FUNCTION envelope._keyring_row_changed() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'envelope_keyring_row_changed' LANGUAGE C;
+COMMENT ON FUNCTION envelope._keyring_row_changed() IS
+  'Internal: wipes a destroyed or deleted key from the shared cache when the change commits';
+REVOKE ALL ON FUNCTION envelope._keyring_row_changed() FROM PUBLIC;
+CREATE TRIGGER keyring_row_changed AFTER UPDATE OR DELETE
+    ON envelope.keyring FOR EACH ROW EXECUTE FUNCTION envelope._keyring_row_changed();
+
 -------------------------------------------------------------------------------
 -- Internal C functions (not for PUBLIC).
 -------------------------------------------------------------------------------
@@ -147,6 +155,28 @@ $$;
 COMMENT ON FUNCTION envelope.rotate_key(text) IS
   'Adds a new active version of a key; older versions stay usable for decryption only';
 REVOKE ALL ON FUNCTION envelope.rotate_key(text) FROM PUBLIC;
+
+CREATE FUNCTION envelope.destroy_key(name text, version integer) RETURNS uuid
+    LANGUAGE plpgsql VOLATILE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    destroyed_id uuid;
+BEGIN
+    UPDATE envelope.keyring k
+        SET state = 'destroyed', wrapped_dek = NULL, state_changed_at = now()
+        WHERE k.name = destroy_key.name AND k.version = destroy_key.version
+          AND k.state <> 'destroyed'
+        RETURNING k.id INTO destroyed_id;
+    IF destroyed_id IS NULL THEN
+        RAISE EXCEPTION 'key "%" version % does not exist or is already destroyed',
+            destroy_key.name, destroy_key.version
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    RETURN destroyed_id;
+END
+$$;
+COMMENT ON FUNCTION envelope.destroy_key(text, integer) IS
+  'Crypto-shredding: deletes the wrapped DEK of one key version and wipes it from the cache at commit; values sealed under it can never be decrypted again';
+REVOKE ALL ON FUNCTION envelope.destroy_key(text, integer) FROM PUBLIC;
 
 CREATE VIEW envelope.keys AS
     SELECT k.name, k.id, k.version, k.state, k.kek_label, k.created_at, k.state_changed_at,

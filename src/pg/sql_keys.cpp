@@ -8,6 +8,7 @@
 #include "hkdf.hpp"
 
 extern "C" {
+#include "access/xact.h"
 #include "commands/trigger.h"
 }
 
@@ -139,6 +140,75 @@ ENVELOPE_SQL_FUNCTION(envelope_forget_key) {
     envelope::DekId id = dek_id_arg(fcinfo, 0);
     cache_forget(MyDatabaseId, &id);
     PG_RETURN_VOID();
+}
+
+namespace {
+
+// Keys whose keyring row was destroyed or deleted in the current transaction. They leave the
+// shared cache when the transaction commits (not before: a concurrent session could otherwise
+// unwrap them again from the still-visible old row, and a rollback must lose nothing).
+constexpr int kMaxPendingEvictions = 1024;
+envelope::DekId pending_evictions[kMaxPendingEvictions];
+int pending_count = 0;
+bool evict_all_on_commit = false;
+bool xact_callback_registered = false;
+Oid pending_database = InvalidOid;
+
+void evict_at_transaction_end(XactEvent event, void *) {
+    if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT) {
+        if (evict_all_on_commit) {
+            cache_forget(pending_database, nullptr);
+        } else {
+            for (int i = 0; i < pending_count; ++i)
+                cache_forget(pending_database, &pending_evictions[i]);
+        }
+    }
+    if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
+        event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT) {
+        pending_count = 0;
+        evict_all_on_commit = false;
+    }
+}
+
+void schedule_eviction(const envelope::DekId &id) {
+    if (!xact_callback_registered) {
+        RegisterXactCallback(evict_at_transaction_end, nullptr);
+        xact_callback_registered = true;
+    }
+    pending_database = MyDatabaseId;
+    if (pending_count < kMaxPendingEvictions) {
+        pending_evictions[pending_count++] = id;
+    } else {
+        evict_all_on_commit = true;  // wiping more than needed is safe: keys reload on use
+    }
+}
+
+}  // namespace
+
+// Row trigger on envelope.keyring (AFTER UPDATE OR DELETE): a row that is deleted, or whose
+// key is destroyed, has its DEK wiped from the shared cache when the transaction commits.
+ENVELOPE_SQL_FUNCTION(envelope_keyring_row_changed) {
+    if (!CALLED_AS_TRIGGER(fcinfo)) elog(ERROR, "must be called as a trigger");
+    TriggerData *td = reinterpret_cast<TriggerData *>(fcinfo->context);
+    TupleDesc desc = RelationGetDescr(td->tg_relation);
+    const int id_att = SPI_fnumber(desc, "id");
+    const int state_att = SPI_fnumber(desc, "state");
+    if (id_att <= 0 || state_att <= 0) elog(ERROR, "envelope.keyring lacks id or state");
+    bool evict = TRIGGER_FIRED_BY_DELETE(td->tg_event);
+    if (TRIGGER_FIRED_BY_UPDATE(td->tg_event)) {
+        char *state = SPI_getvalue(td->tg_newtuple, desc, state_att);
+        evict = state != nullptr && strcmp(state, "destroyed") == 0;
+    }
+    if (evict) {
+        bool isnull;
+        Datum d = SPI_getbinval(td->tg_trigtuple, desc, id_att, &isnull);
+        if (!isnull) {
+            envelope::DekId id;
+            memcpy(id.data(), DatumGetUUIDP(d)->data, UUID_LEN);
+            schedule_eviction(id);
+        }
+    }
+    return PointerGetDatum(nullptr);
 }
 
 // Trigger on envelope.keyring: tells every backend to drop cached name -> key resolutions.

@@ -17,10 +17,12 @@ FROM envelope.keyring ORDER BY name;
 SELECT count(DISTINCT key_check_value) = count(*) AS distinct_kcvs FROM envelope.keys;
 
 -- Rotation: a new active version; the old one stays for decryption only.
-SELECT envelope.encrypt('before rotation', 'payroll') AS v1 \gset
+-- (Sealed values are kept in a table: psql's \gset would capture the decrypted output.)
+CREATE TABLE sealed_values (label text PRIMARY KEY, v encrypted_text);
+INSERT INTO sealed_values VALUES ('v1', envelope.encrypt('before rotation', 'payroll'));
 SELECT envelope.rotate_key('payroll') IS NOT NULL AS rotated;
 SELECT name, version, state FROM envelope.keys WHERE name = 'payroll' ORDER BY version;
-SELECT envelope.decrypt(:'v1'::encrypted_text) AS old_version_still_decrypts;
+SELECT envelope.decrypt(v) AS old_version_still_decrypts FROM sealed_values WHERE label = 'v1';
 SELECT envelope.rotate_key('no_such_key');
 
 -- New values use the new version (its id is in the envelope header).
@@ -41,8 +43,9 @@ SELECT keys_cached >= 3 AS keys_cached, keys_cached_total >= keys_cached AS tota
 
 -- Privileges: PUBLIC can use the type and functions, not the keyring or key management.
 CREATE ROLE envelope_user;
+GRANT SELECT ON sealed_values TO envelope_user;
 SET ROLE envelope_user;
-SELECT envelope.decrypt(:'v1'::encrypted_text) AS user_can_decrypt;
+SELECT envelope.decrypt(v) AS user_can_decrypt FROM sealed_values WHERE label = 'v1';
 SELECT envelope.encrypt('user data') IS NOT NULL AS user_can_encrypt;
 SELECT count(*) FROM envelope.keyring;
 SELECT count(*) FROM envelope.keys;
@@ -50,6 +53,7 @@ SELECT envelope.create_key('mine');
 SELECT envelope.rotate_key('default');
 SELECT * FROM envelope._new_wrapped_dek(gen_random_uuid());
 RESET ROLE;
+REVOKE ALL ON sealed_values FROM envelope_user;
 DROP ROLE envelope_user;
 
 -- A keyring row copied onto another id does not unwrap (the wrap is bound to the id),
@@ -63,3 +67,27 @@ DELETE FROM envelope.keyring WHERE name = 'copied';
 
 -- A key that is not in the keyring cannot be used.
 SELECT envelope.encrypt('x', 'copied');
+
+-- Crypto-shredding: destroying a key version wipes its wrapped DEK and, at commit, its cached
+-- copy; values sealed under it can never be opened again. Other versions keep working.
+INSERT INTO sealed_values VALUES ('v2', envelope.encrypt('shred me', 'payroll'));
+SELECT keys_cached AS cached_before FROM envelope.status() \gset
+BEGIN;
+SELECT envelope.destroy_key('payroll', 1) IS NOT NULL AS destroyed;
+ROLLBACK;
+SELECT envelope.decrypt(v) AS rollback_keeps_the_key FROM sealed_values WHERE label = 'v1';
+SELECT envelope.destroy_key('payroll', 1) IS NOT NULL AS destroyed;
+SELECT keys_cached = :cached_before - 1 AS wiped_from_cache FROM envelope.status();
+\set VERBOSITY sqlstate
+SELECT envelope.decrypt(v) FROM sealed_values WHERE label = 'v1';
+SELECT v FROM sealed_values WHERE label = 'v1';
+\set VERBOSITY default
+SELECT envelope.decrypt(v) AS version_2_still_works FROM sealed_values WHERE label = 'v2';
+SELECT name, version, state, key_check_value IS NOT NULL AS has_kcv, problem FROM envelope.keys
+WHERE name = 'payroll'
+ORDER BY version;
+SELECT wrapped_dek IS NULL AS wrapped_dek_gone FROM envelope.keyring
+WHERE name = 'payroll' AND version = 1;
+SELECT envelope.destroy_key('payroll', 1);
+SELECT envelope.destroy_key('payroll', 99);
+DROP TABLE sealed_values;
