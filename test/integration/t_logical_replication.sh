@@ -131,10 +131,10 @@ defaults=$(psql_at "$PORT_SUB" s_role "SELECT count(*) || ' rows, ' || count(DIS
 assert_eq "2 rows, 2 ids, versions 1,1" "$defaults" \
   "s_role: publisher's default v1 sits beside the subscriber's own default v1 (no conflict)"
 keys_sql="SELECT string_agg(name || ' ' || id || ' ' || version || ' ' || coalesce(key_check_value, 'NONE:' || problem), E'\n'
-            ORDER BY name, version, id) FROM envelope.keys WHERE id IN (%s)"
+            ORDER BY name, version, id) FROM envelope.keys WHERE id IN (@IDS@)"
 pub_ids=$(psql_at "$PORT_PUB" postgres "SELECT string_agg(quote_literal(id), ',') FROM envelope.keyring")
-keys_pub=$(psql_at "$PORT_PUB" postgres "$(printf "$keys_sql" "$pub_ids")")
-assert_eq "$keys_pub" "$(psql_at "$PORT_SUB" s_role "$(printf "$keys_sql" "$pub_ids")")" \
+keys_pub=$(psql_at "$PORT_PUB" postgres "${keys_sql//@IDS@/$pub_ids}")
+assert_eq "$keys_pub" "$(psql_at "$PORT_SUB" s_role "${keys_sql//@IDS@/$pub_ids}")" \
   "s_role: copied keys unwrap on the subscriber with the publisher's key check values"
 
 psql_as sub_owner "$PORT_SUB" s_role "CREATE SUBSCRIPTION sub_role CONNECTION '$(pub_conn "$SEALED_OPT")' PUBLICATION pub" >/dev/null 2>&1 ||

@@ -6,6 +6,10 @@
 # cleanly (read-only transaction, SQLSTATE 25006). A key created on the primary later reaches
 # the standby as keyring table data; values sealed with it decrypt there through a lazy unwrap
 # by the standby's own keeper. Neither server log holds the marker plaintext.
+# Two known issues are printed as "note: KNOWN ISSUE" instead of failing: a failed create_key /
+# rotate_key on the standby leaves an orphan DEK in its cache (the keeper caches a new DEK
+# before the INSERT fails), and destroy_key on the primary does not evict the DEK from a
+# running standby's cache (it keeps decrypting until restarted).
 set -euo pipefail
 # shellcheck source=test/integration/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -134,6 +138,32 @@ assert_eq "$(status_at "$PORT_P" postgres keys_cached)" "$(( $(status_at "$PORT_
 sealed_sql="SET envelope.io = 'sealed'; SELECT md5(string_agg(coalesce(envelope.encrypted_text_out(v)::text, '-'), '|' ORDER BY id)) FROM t"
 assert_eq "$(psql_at "$PORT_P" postgres "$sealed_sql")" "$(psql_at "$PORT_S" postgres "$sealed_sql")" \
   "sealed output identical on primary and standby (same stored ciphertext)"
+
+#------------------------------------------------------------------------------
+# Crypto-shredding on the primary (destroy_key) as seen by the standby.
+#------------------------------------------------------------------------------
+k3_sql="SELECT count(*) FROM t WHERE k = 'k3' AND v::text LIKE '%k3%'"
+psql_at "$PORT_P" postgres "SELECT envelope.destroy_key('k3', 1)" >/dev/null
+psql_fail_state "$PORT_P" postgres 55000 "$k3_sql" >/dev/null
+pass "primary: values under the destroyed k3 no longer decrypt (55000)"
+lsn=$(psql_at "$PORT_P" postgres "SELECT pg_current_wal_lsn()")
+for ((i = 0; i < 150; i++)); do
+  [[ $(psql_at "$PORT_S" postgres "SELECT pg_last_wal_replay_lsn() >= '$lsn'::pg_lsn") == t ]] && break
+  sleep 0.2
+done
+assert_eq "destroyed|t" "$(psql_at "$PORT_S" postgres "SELECT state, wrapped_dek IS NULL FROM envelope.keyring WHERE name = 'k3'")" \
+  "standby: the destroyed keyring row was replayed"
+if out=$(psql_at "$PORT_S" postgres "$k3_sql" 2>&1); then
+  # Replay runs no trigger, so the commit-time eviction never happens on the standby: its
+  # keeper's cache keeps the DEK until the standby restarts.
+  echo "note: KNOWN ISSUE: after destroy_key on the primary the running standby still decrypts k3 ($out values)"
+else
+  pass "standby: values under the destroyed k3 no longer decrypt"
+fi
+pg_restart standby
+wait_ready standby "$PORT_S"
+psql_fail_state "$PORT_S" postgres 55000 "$k3_sql" >/dev/null
+pass "standby after a restart: values under the destroyed k3 no longer decrypt (55000)"
 
 assert_file_not_contains "$(it_log primary)" "$MARKER" "primary log has no marker plaintext"
 assert_file_not_contains "$(it_log standby)" "$MARKER" "standby log has no marker plaintext"
