@@ -21,6 +21,8 @@ CREATE TABLE envelope.keyring (
     state_changed_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX keyring_name_idx ON envelope.keyring (name, version);
+-- Sessions look up destroyed keys after every keyring change (to evict them on standbys).
+CREATE INDEX keyring_destroyed_idx ON envelope.keyring (id) WHERE state = 'destroyed';
 COMMENT ON TABLE envelope.keyring IS
   'Data encryption keys (DEKs), each stored only wrapped by the HSM key-encryption key (KEK)';
 COMMENT ON COLUMN envelope.keyring.id IS 'DEK id; named in every value sealed with this DEK';

@@ -50,11 +50,15 @@ NameEntry names[kNames];
 int next_name = 0;
 bool callback_registered = false;
 Oid keyring_relid_cache = InvalidOid;
+// Set when the keyring may have changed under us. Starts set: on a standby, keys destroyed on
+// the primary may still sit in the shared cache (replay runs no triggers).
+bool keyring_changed = true;
 
 void forget_names(Datum, Oid relid) {
     if (relid != InvalidOid && relid != keyring_relid_cache) return;
     for (auto &n : names) n.used = false;
     keyring_relid_cache = InvalidOid;
+    keyring_changed = true;
 }
 
 Oid keyring_relid() {
@@ -86,7 +90,7 @@ Oid keyring_owner() {
 
 // Runs a read-only keyring query as the keyring's owner (the table is not readable by PUBLIC).
 // Returns SPI_processed; the caller reads SPI_tuptable and must call SPI_finish().
-uint64 keyring_query(const char *sql, int nargs, Oid *types, Datum *values) {
+uint64 keyring_query(const char *sql, int nargs, Oid *types, Datum *values, long limit = 1) {
     Oid owner = keyring_owner();
     Oid save_user;
     int save_sec;
@@ -100,7 +104,7 @@ uint64 keyring_query(const char *sql, int nargs, Oid *types, Datum *values) {
     SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
     volatile int rc = 0;
     PG_TRY();
-    { rc = SPI_execute_with_args(sql, nargs, types, values, nullptr, true, 1); }
+    { rc = SPI_execute_with_args(sql, nargs, types, values, nullptr, true, limit); }
     PG_FINALLY();
     { SetUserIdAndSecContext(save_user, save_sec); }
     PG_END_TRY();
@@ -187,6 +191,32 @@ KeyHandle handle_of(LocalKey *k) {
     return KeyHandle{&k->cipher, k->slot, k->id};
 }
 
+// Evicts cached keys whose keyring rows are destroyed, once after each keyring change. On a
+// primary destroy_key() already evicted them at commit; this covers standbys and subscribers,
+// where the keyring changes by replay or by an apply worker that fires no triggers.
+void sweep_destroyed_keys() {
+    keyring_changed = false;
+    MemoryContext caller = CurrentMemoryContext;  // SPI_finish() frees SPI's own context
+    uint64 n = keyring_query("SELECT id FROM envelope.keyring WHERE state = 'destroyed'", 0,
+                             nullptr, nullptr, 0);
+    envelope::DekId *ids = static_cast<envelope::DekId *>(
+        MemoryContextAlloc(caller, sizeof(envelope::DekId) * Max(n, 1)));
+    for (uint64 i = 0; i < n; ++i) {
+        bool isnull;
+        Datum d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+        memcpy(ids[i].data(), DatumGetUUIDP(d)->data, UUID_LEN);
+    }
+    SPI_finish();
+    SharedState *s = shared_state();
+    for (uint64 i = 0; i < n; ++i) {
+        LWLockAcquire(s->cache_lock, LW_SHARED);
+        bool cached = key_table().find(MyDatabaseId, ids[i]) >= 0;
+        LWLockRelease(s->cache_lock);
+        if (cached) cache_forget(MyDatabaseId, &ids[i]);
+    }
+    pfree(ids);
+}
+
 }  // namespace
 
 void format_dek_id(const envelope::DekId &id, char out[37]) {
@@ -260,6 +290,7 @@ void ensure_cached(const envelope::DekId &id) {
 
 KeyHandle key_for_decrypt(const envelope::DekId &id) {
     ensure_preloaded();
+    if (unlikely(keyring_changed)) sweep_destroyed_keys();
     LocalKey *k = lookup(id);
     if (!k) {
         ensure_cached(id);

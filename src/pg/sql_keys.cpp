@@ -1,5 +1,6 @@
 // SQL functions behind key management and status: envelope.status(), new wrapped DEKs,
 // key check values, cache eviction and the keyring change trigger.
+#include "cache_eviction.hpp"
 #include "guard.hpp"
 #include "keeper_client.hpp"
 #include "key_access.hpp"
@@ -8,7 +9,6 @@
 #include "hkdf.hpp"
 
 extern "C" {
-#include "access/xact.h"
 #include "commands/trigger.h"
 }
 
@@ -86,10 +86,14 @@ ENVELOPE_SQL_FUNCTION(envelope_new_wrapped_dek) {
     if (get_call_result_type(fcinfo, nullptr, &desc) != TYPEFUNC_COMPOSITE)
         elog(ERROR, "return type must be composite");
     desc = BlessTupleDesc(desc);
+    // A standby (or read-only transaction) must not create keys it can never store.
+    PreventCommandIfReadOnly("envelope.create_key() or envelope.rotate_key()");
     uint8 wrapped[kMaxWrapped];
     uint32 len = 0;
     char kek[kLabelSize] = {};
     keeper_create(MyDatabaseId, id, wrapped, &len, kek);
+    // The keeper cached the new key already; if its keyring row never commits, drop it again.
+    evict_at_transaction_end(id, EvictWhen::on_abort);
     bytea *b = static_cast<bytea *>(palloc(VARHDRSZ + len));
     SET_VARSIZE(b, VARHDRSZ + len);
     memcpy(VARDATA(b), wrapped, len);
@@ -142,49 +146,6 @@ ENVELOPE_SQL_FUNCTION(envelope_forget_key) {
     PG_RETURN_VOID();
 }
 
-namespace {
-
-// Keys whose keyring row was destroyed or deleted in the current transaction. They leave the
-// shared cache when the transaction commits (not before: a concurrent session could otherwise
-// unwrap them again from the still-visible old row, and a rollback must lose nothing).
-constexpr int kMaxPendingEvictions = 1024;
-envelope::DekId pending_evictions[kMaxPendingEvictions];
-int pending_count = 0;
-bool evict_all_on_commit = false;
-bool xact_callback_registered = false;
-Oid pending_database = InvalidOid;
-
-void evict_at_transaction_end(XactEvent event, void *) {
-    if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT) {
-        if (evict_all_on_commit) {
-            cache_forget(pending_database, nullptr);
-        } else {
-            for (int i = 0; i < pending_count; ++i)
-                cache_forget(pending_database, &pending_evictions[i]);
-        }
-    }
-    if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
-        event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT) {
-        pending_count = 0;
-        evict_all_on_commit = false;
-    }
-}
-
-void schedule_eviction(const envelope::DekId &id) {
-    if (!xact_callback_registered) {
-        RegisterXactCallback(evict_at_transaction_end, nullptr);
-        xact_callback_registered = true;
-    }
-    pending_database = MyDatabaseId;
-    if (pending_count < kMaxPendingEvictions) {
-        pending_evictions[pending_count++] = id;
-    } else {
-        evict_all_on_commit = true;  // wiping more than needed is safe: keys reload on use
-    }
-}
-
-}  // namespace
-
 // Row trigger on envelope.keyring (AFTER UPDATE OR DELETE): a row that is deleted, or whose
 // key is destroyed, has its DEK wiped from the shared cache when the transaction commits.
 ENVELOPE_SQL_FUNCTION(envelope_keyring_row_changed) {
@@ -205,7 +166,7 @@ ENVELOPE_SQL_FUNCTION(envelope_keyring_row_changed) {
         if (!isnull) {
             envelope::DekId id;
             memcpy(id.data(), DatumGetUUIDP(d)->data, UUID_LEN);
-            schedule_eviction(id);
+            evict_at_transaction_end(id, EvictWhen::on_commit);
         }
     }
     return PointerGetDatum(nullptr);

@@ -6,10 +6,8 @@
 # cleanly (read-only transaction, SQLSTATE 25006). A key created on the primary later reaches
 # the standby as keyring table data; values sealed with it decrypt there through a lazy unwrap
 # by the standby's own keeper. Neither server log holds the marker plaintext.
-# Two known issues are printed as "note: KNOWN ISSUE" instead of failing: a failed create_key /
-# rotate_key on the standby leaves an orphan DEK in its cache (the keeper caches a new DEK
-# before the INSERT fails), and destroy_key on the primary does not evict the DEK from a
-# running standby's cache (it keeps decrypting until restarted).
+# A failed create_key / rotate_key on the standby leaves no orphan DEK in its cache, and a
+# destroy_key on the primary stops the running standby from decrypting with that key.
 set -euo pipefail
 # shellcheck source=test/integration/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -86,14 +84,9 @@ pass "standby: rotate_key fails with SQLSTATE 25006"
 assert_eq 0 "$(psql_at "$PORT_S" postgres "SELECT count(*) FROM envelope.keyring WHERE name = 'on_standby'")" \
   "standby: no keyring row appeared"
 cached_after=$(status_at "$PORT_S" postgres "keys_cached_total")
-if [[ $cached_after != "$cached_before" ]]; then
-  # The DEK is generated and cached by the keeper (envelope._new_wrapped_dek) before the
-  # INSERT fails; the failed transaction leaves it in the standby's cache.
-  echo "note: KNOWN ISSUE: failed create_key/rotate_key on the standby left orphan DEKs in the cache" \
-       "(keys_cached_total $cached_before -> $cached_after)"
-else
-  pass "standby: the failed create_key left the key cache unchanged"
-fi
+[[ $cached_after == "$cached_before" ]] ||
+  fail "failed create_key/rotate_key on the standby left orphan DEKs in the cache ($cached_before -> $cached_after)"
+pass "standby: the failed create_key left the key cache unchanged"
 
 #------------------------------------------------------------------------------
 # A key created on the primary later: replicated as keyring data, lazily unwrapped on the standby.
@@ -154,12 +147,9 @@ done
 assert_eq "destroyed|t" "$(psql_at "$PORT_S" postgres "SELECT state, wrapped_dek IS NULL FROM envelope.keyring WHERE name = 'k3'")" \
   "standby: the destroyed keyring row was replayed"
 if out=$(psql_at "$PORT_S" postgres "$k3_sql" 2>&1); then
-  # Replay runs no trigger, so the commit-time eviction never happens on the standby: its
-  # keeper's cache keeps the DEK until the standby restarts.
-  echo "note: KNOWN ISSUE: after destroy_key on the primary the running standby still decrypts k3 ($out values)"
-else
-  pass "standby: values under the destroyed k3 no longer decrypt"
+  fail "after destroy_key on the primary the running standby still decrypts k3 ($out values)"
 fi
+pass "standby: values under the destroyed k3 no longer decrypt"
 pg_restart standby
 wait_ready standby "$PORT_S"
 psql_fail_state "$PORT_S" postgres 55000 "$k3_sql" >/dev/null

@@ -68,6 +68,19 @@ DELETE FROM envelope.keyring WHERE name = 'copied';
 -- A key that is not in the keyring cannot be used.
 SELECT envelope.encrypt('x', 'copied');
 
+-- A key created by a transaction (or savepoint) that rolls back leaves no orphan in the cache.
+SELECT keys_cached AS cached_before FROM envelope.status() \gset
+BEGIN;
+SELECT envelope.create_key('rolled_back') IS NOT NULL AS created;
+ROLLBACK;
+BEGIN;
+SAVEPOINT s;
+SELECT envelope.rotate_key('payroll') IS NOT NULL AS rotated;
+ROLLBACK TO SAVEPOINT s;
+COMMIT;
+SELECT keys_cached = :cached_before AS no_orphans FROM envelope.status();
+SELECT count(*) AS rolled_back_rows FROM envelope.keyring WHERE name = 'rolled_back' OR version > 2;
+
 -- Crypto-shredding: destroying a key version wipes its wrapped DEK and, at commit, its cached
 -- copy; values sealed under it can never be opened again. Other versions keep working.
 INSERT INTO sealed_values VALUES ('v2', envelope.encrypt('shred me', 'payroll'));
