@@ -173,3 +173,13 @@ assert_file_not_contains() {
   ! grep -qF -- "$2" "$1" || fail "${3:-found in file}: forbidden text found in $1"
   pass "${3:-file does not contain}"
 }
+
+# pgtool [VAR=value ...] TOOL ARGS...: a PostgreSQL client tool (pg_dump, pg_restore, createdb,
+# psql, ...) as the server user against this test's socket directory; VAR=value pairs (such as
+# PGOPTIONS=...) go into its environment.
+pgtool() {
+  local env=()
+  while [[ $1 == *=* ]]; do env+=("$1"); shift; done
+  local tool=$1; shift
+  as_pg "${env[@]}" PGHOST="$IT_SOCK" PGUSER=postgres "$PG_BIN/$tool" "$@"
+}

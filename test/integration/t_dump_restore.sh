@@ -22,13 +22,6 @@ pg_start b "$PORT_B"
 wait_ready a "$PORT_A"
 wait_ready b "$PORT_B"
 
-# pg tool as the server user against a socket/port; extra env (PGOPTIONS=...) first.
-pgtool() {  # [VAR=value ...] TOOL ARGS...
-  local env=()
-  while [[ $1 == *=* ]]; do env+=("$1"); shift; done
-  local tool=$1; shift
-  as_pg "${env[@]}" PGHOST="$IT_SOCK" PGUSER=postgres "$PG_BIN/$tool" "$@"
-}
 
 #------------------------------------------------------------------------------
 # Cluster a: keys beyond default (one rotated), values under each, a marker plaintext.

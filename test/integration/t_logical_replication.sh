@@ -48,12 +48,6 @@ pg_start sub "$PORT_SUB"
 wait_ready pub "$PORT_PUB"
 wait_ready sub "$PORT_SUB"
 
-pgtool() {  # [VAR=value ...] TOOL ARGS...
-  local env=()
-  while [[ $1 == *=* ]]; do env+=("$1"); shift; done
-  local tool=$1; shift
-  as_pg "${env[@]}" PGHOST="$IT_SOCK" PGUSER=postgres "$PG_BIN/$tool" "$@"
-}
 psql_as() {  # ROLE PORT DB SQL
   as_pg "$PG_BIN/psql" -h "$IT_SOCK" -p "$2" -U "$1" -d "$3" -AtX -q -v ON_ERROR_STOP=1 -c "$4"
 }

@@ -1,6 +1,8 @@
 // AesGcmKey against published AES-256-GCM vectors, plus reuse and failure behaviour.
 #include "aes_gcm.hpp"
 
+#include "hex.hpp"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -12,12 +14,7 @@
 namespace envelope {
 namespace {
 
-std::vector<uint8_t> from_hex(const std::string &hex) {
-    std::vector<uint8_t> out;
-    for (size_t i = 0; i + 1 < hex.size(); i += 2)
-        out.push_back(static_cast<uint8_t>(std::stoul(hex.substr(i, 2), nullptr, 16)));
-    return out;
-}
+using test::from_hex;
 
 struct GcmVector {
     const char *name;

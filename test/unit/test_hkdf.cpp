@@ -1,6 +1,8 @@
 // HKDF-SHA256 against RFC 5869 appendix A.1-A.3, and the key check value format.
 #include "hkdf.hpp"
 
+#include "hex.hpp"
+
 #include <gtest/gtest.h>
 
 #include <cctype>
@@ -13,12 +15,7 @@
 namespace envelope {
 namespace {
 
-std::vector<uint8_t> from_hex(const std::string &hex) {
-    std::vector<uint8_t> out;
-    for (size_t i = 0; i + 1 < hex.size(); i += 2)
-        out.push_back(static_cast<uint8_t>(std::stoul(hex.substr(i, 2), nullptr, 16)));
-    return out;
-}
+using test::from_hex;
 
 std::vector<uint8_t> range(uint8_t first, uint8_t last) {
     std::vector<uint8_t> v;
