@@ -25,7 +25,8 @@ DekId random_id(std::mt19937_64 &rng) {
     DekId id;
     for (size_t i = 0; i < id.size(); i += 8) {
         uint64_t r = rng();
-        for (size_t j = 0; j < 8 && i + j < id.size(); ++j) id[i + j] = static_cast<uint8_t>(r >> (8 * j));
+        for (size_t j = 0; j < 8 && i + j < id.size(); ++j)
+            id[i + j] = static_cast<uint8_t>(r >> (8 * j));
     }
     return id;
 }

@@ -19,7 +19,7 @@ constexpr size_t kGcmTagSize = 16;
 // Every method is noexcept: failures are reported as false, never thrown, because the hot
 // path is called straight from PostgreSQL type I/O.
 class AesGcmKey {
-public:
+  public:
     AesGcmKey() = default;
     AesGcmKey(const AesGcmKey &) = delete;
     AesGcmKey &operator=(const AesGcmKey &) = delete;
@@ -42,7 +42,7 @@ public:
     bool open(const uint8_t nonce[kGcmNonceSize], std::initializer_list<ByteView> aad,
               ByteView ciphertext, const uint8_t tag[kGcmTagSize], uint8_t *out) noexcept;
 
-private:
+  private:
     EVP_CIPHER_CTX *enc_ = nullptr;
     EVP_CIPHER_CTX *dec_ = nullptr;
 };

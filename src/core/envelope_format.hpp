@@ -44,8 +44,8 @@ size_t sealed_size(size_t plaintext_len, unsigned pad_block) noexcept;
 
 // Seals plaintext into out, which must hold sealed_size(plaintext.size, pad_block) bytes.
 // The nonce comes from NonceSource::instance().
-EnvelopeStatus seal_envelope(AesGcmKey &key, const DekId &dek, ByteView plaintext,
-                             ByteView context, unsigned pad_block, uint8_t *out) noexcept;
+EnvelopeStatus seal_envelope(AesGcmKey &key, const DekId &dek, ByteView plaintext, ByteView context,
+                             unsigned pad_block, uint8_t *out) noexcept;
 
 // Reads the header without decrypting (to find which DEK to use).
 EnvelopeStatus peek_envelope(ByteView sealed, DekId &dek) noexcept;
@@ -58,7 +58,7 @@ EnvelopeStatus open_envelope(AesGcmKey &key, ByteView sealed, ByteView context, 
 // Printable form: "pgenv1:" followed by standard base64 (with '=' padding) of the envelope.
 constexpr char kPrintablePrefix[] = "pgenv1:";
 constexpr size_t kPrintablePrefixLen = sizeof(kPrintablePrefix) - 1;
-size_t printable_length(size_t sealed_len) noexcept;  // excluding NUL
+size_t printable_length(size_t sealed_len) noexcept;         // excluding NUL
 void encode_printable(ByteView sealed, char *out) noexcept;  // writes printable_length + NUL
 // True if text starts with the printable prefix (a value that claims to be sealed).
 bool has_printable_prefix(const char *text, size_t len) noexcept;

@@ -10,7 +10,7 @@ namespace envelope {
 // One buffer per process. A pthread_atfork child handler discards the buffer, so a forked
 // child never reuses bytes its parent has (or will) hand out. Refill uses RAND_bytes.
 class NonceSource {
-public:
+  public:
     static constexpr size_t kBufferSize = 4096;
 
     static NonceSource &instance() noexcept;
@@ -25,7 +25,7 @@ public:
     // For tests: how many times the buffer was refilled in this process.
     uint64_t refill_count() const noexcept { return refills_; }
 
-private:
+  private:
     NonceSource() = default;
     bool refill() noexcept;
 

@@ -17,15 +17,15 @@ namespace envelope {
 
 // What went wrong, coarse enough for an operator and for SQLSTATE mapping.
 enum class Pkcs11Failure {
-    module_load,     // dlopen / C_GetFunctionList failed
-    initialize,      // C_Initialize failed
-    token_not_found, // no slot holds a token with that label
-    pin_file,        // PIN file missing, unreadable, empty or too permissive
-    login,           // C_Login rejected the PIN (or PIN locked)
-    key_not_found,   // no secret key object with that label (or more than one)
-    unwrap_auth,     // wrapped DEK failed authentication: corrupted or other identity
-    malformed,       // wrapped blob has the wrong length or version
-    device,          // token removed, device error, session closed
+    module_load,      // dlopen / C_GetFunctionList failed
+    initialize,       // C_Initialize failed
+    token_not_found,  // no slot holds a token with that label
+    pin_file,         // PIN file missing, unreadable, empty or too permissive
+    login,            // C_Login rejected the PIN (or PIN locked)
+    key_not_found,    // no secret key object with that label (or more than one)
+    unwrap_auth,      // wrapped DEK failed authentication: corrupted or other identity
+    malformed,        // wrapped blob has the wrong length or version
+    device,           // token removed, device error, session closed
     other,
 };
 const char *pkcs11_failure_name(Pkcs11Failure f) noexcept;
@@ -36,13 +36,13 @@ std::string ck_rv_name(CK_RV rv);
 std::string ck_rv_describe(CK_RV rv);
 
 class Pkcs11Error : public std::runtime_error {
-public:
+  public:
     Pkcs11Error(Pkcs11Failure failure, CK_RV rv, const std::string &message)
         : std::runtime_error(message), failure_(failure), rv_(rv) {}
     Pkcs11Failure failure() const noexcept { return failure_; }
     CK_RV rv() const noexcept { return rv_; }
 
-private:
+  private:
     Pkcs11Failure failure_;
     CK_RV rv_;
 };
@@ -59,7 +59,7 @@ constexpr size_t kWrappedDekSize = 61;
 constexpr uint8_t kWrapFormatVersion = 1;
 
 class Pkcs11Client {
-public:
+  public:
     // dlopen(module_path), C_GetFunctionList, C_Initialize (CKR_CRYPTOKI_ALREADY_INITIALIZED
     // is accepted). Throws module_load / initialize.
     explicit Pkcs11Client(const std::string &module_path);
@@ -98,7 +98,7 @@ public:
     // Slot id of the token with this label, or throws token_not_found.
     CK_SLOT_ID find_slot_by_label(const std::string &token_label);
 
-private:
+  private:
     void check(CK_RV rv, Pkcs11Failure failure, const char *what);
 
     std::string module_path_;

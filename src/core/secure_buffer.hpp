@@ -18,7 +18,7 @@ inline void secure_zero(void *p, size_t n) noexcept {
 }
 
 class SecureBuffer {
-public:
+  public:
     SecureBuffer() = default;
     explicit SecureBuffer(size_t n) { resize(n); }
     SecureBuffer(const uint8_t *src, size_t n) {
@@ -60,7 +60,7 @@ public:
     bool empty() const { return size_ == 0; }
     ByteView view() const { return {data_, size_}; }
 
-private:
+  private:
     uint8_t *data_ = nullptr;
     size_t size_ = 0;
 };
