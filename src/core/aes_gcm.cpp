@@ -32,18 +32,28 @@ bool feed_aad_part(EVP_CIPHER_CTX *ctx, ByteView part, bool encrypt) noexcept {
     return true;
 }
 
+size_t total_size(std::initializer_list<ByteView> parts) noexcept {
+    size_t total = 0;
+    for (const ByteView &part : parts) total += part.size;
+    return total;
+}
+
+// Concatenates parts into dest (memmove: a part may already sit where it belongs in dest).
+void join_parts(std::initializer_list<ByteView> parts, uint8_t *dest) noexcept {
+    size_t at = 0;
+    for (const ByteView &part : parts) {
+        if (part.size && part.data != dest + at) std::memmove(dest + at, part.data, part.size);
+        at += part.size;
+    }
+}
+
 // OpenSSL 3 charges a fixed cost per EVP call, so small AAD parts (the envelope header and a
 // short context) are joined on the stack and fed in one update.
 bool feed_aad(EVP_CIPHER_CTX *ctx, std::initializer_list<ByteView> aad, bool encrypt) noexcept {
     uint8_t joined[256];
-    size_t total = 0;
-    for (const ByteView &part : aad) total += part.size;
+    const size_t total = total_size(aad);
     if (total <= sizeof joined) {
-        size_t at = 0;
-        for (const ByteView &part : aad) {
-            if (part.size) std::memcpy(joined + at, part.data, part.size);
-            at += part.size;
-        }
+        join_parts(aad, joined);
         bool ok = total == 0 || feed_aad_part(ctx, ByteView(joined, total), encrypt);
         OPENSSL_cleanse(joined, total);
         return ok;
@@ -124,19 +134,14 @@ bool AesGcmKey::seal(const uint8_t nonce[kGcmNonceSize], std::initializer_list<B
     if (!ready() || nonce == nullptr || tag == nullptr) return false;
     if (EVP_EncryptInit_ex(enc_, nullptr, nullptr, nullptr, nonce) != 1) return false;
     if (!feed_aad(enc_, aad, true)) return false;
-    size_t total = 0;
     for (const ByteView &part : plaintext) {
         if (part.size > 0 && (out == nullptr || part.data == nullptr)) return false;
-        total += part.size;
     }
+    const size_t total = total_size(plaintext);
     if (total <= kJoinLimit) {
         // Small values: join the parts in out and encrypt in place in one update (the per-call
         // cost dominates); large ones are not worth the extra copy.
-        size_t at = 0;
-        for (const ByteView &part : plaintext) {
-            if (part.size && part.data != out + at) std::memmove(out + at, part.data, part.size);
-            at += part.size;
-        }
+        join_parts(plaintext, out);
         if (total > 0 && !feed_data(enc_, out, total, out, true)) return false;
     } else {
         size_t at = 0;
