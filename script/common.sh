@@ -48,24 +48,27 @@ envelope.pin_file = '$1/user.pin'
 CONF
 }
 
-# installed_script: path of the installed extension script of the default version.
-installed_script() {
-  local share version
+# installed_scripts: the installed extension scripts (install script, then update scripts) in
+# the order CREATE EXTENSION runs them.
+installed_scripts() {
+  local share
   share=$("$PG_CONFIG" --sharedir)
-  version=$(sed -n "s/^default_version *= *'\(.*\)'/\1/p" "$share/extension/pg_envelope.control")
-  echo "$share/extension/pg_envelope--$version.sql"
+  find "$share/extension" -maxdepth 1 -name 'pg_envelope--*.sql' | sort -V
 }
 
 # status_sql HAS_EXTENSION COLUMNS: SQL selecting COLUMNS from envelope.status(). Without the
 # extension (the keeper must be ready before CREATE EXTENSION can succeed) the same C function
-# is declared in pg_temp from the installed script, so the declaration never goes stale.
+# is declared in pg_temp from its newest definition in the installed scripts, so the
+# declaration never goes stale.
 status_sql() {
   local has_ext=$1 cols=$2
   if [[ $has_ext == t ]]; then
     echo "SELECT $cols FROM envelope.status();"
   else
-    awk '/^CREATE FUNCTION envelope\.status\(/ {p=1} p {print} p && /;[[:space:]]*$/ {exit}' \
-        "$(installed_script)" |
+    # shellcheck disable=SC2046  # one argument per script
+    awk '/^CREATE (OR REPLACE )?FUNCTION envelope\.status\(/ {p=1; block=""}
+         p {block = block $0 "\n"} p && /;[[:space:]]*$/ {p=0; last=block}
+         END {printf "%s", last}' $(installed_scripts) |
       sed -e 's/envelope\.status(/pg_temp.envelope_status(/' \
           -e "s|'MODULE_PATHNAME'|'\$libdir/pg_envelope'|"
     echo "SELECT $cols FROM pg_temp.envelope_status();"

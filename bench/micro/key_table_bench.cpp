@@ -47,7 +47,7 @@ struct Loaded {
         for (uint32_t i = 0; i < kKeys; ++i) {
             DekId id = random_id(rng);
             key[0] = static_cast<uint8_t>(i);
-            if (table->insert(kDatabase, id, key, KeyState::active, 0, nullptr) !=
+            if (table->insert(kDatabase, id, key, KeyUse::active, 0, nullptr) !=
                 KeyTable::InsertResult::inserted) {
                 std::abort();
             }

@@ -2,7 +2,7 @@
 #include "envelope_format.hpp"
 
 #include "nonce_source.hpp"
-#include "secure_buffer.hpp"
+#include "wipe.hpp"
 
 #include <cstdint>
 #include <cstring>
@@ -121,27 +121,36 @@ EnvelopeStatus seal_envelope(AesGcmKey &key, const DekId &dek, ByteView plaintex
     return EnvelopeStatus::ok;
 }
 
-EnvelopeStatus peek_envelope(ByteView sealed, DekId &dek) noexcept {
+EnvelopeStatus parse_envelope(ByteView sealed, ParsedEnvelope &parsed) noexcept {
     if (sealed.data == nullptr || sealed.size < kMinEnvelopeSize) return EnvelopeStatus::malformed;
     if (sealed.data[0] != kEnvelopeVersion) return EnvelopeStatus::unsupported_version;
-    std::memcpy(dek.data(), sealed.data + 1, kDekIdSize);
+    std::memcpy(parsed.dek.data(), sealed.data + 1, kDekIdSize);
+    const size_t n = sealed.size - kEnvelopeOverhead;
+    parsed.header = ByteView(sealed.data, kHeaderSize);
+    parsed.nonce = sealed.data + kNonceOffset;
+    parsed.ciphertext = ByteView(sealed.data + kCiphertextOffset, n);
+    parsed.tag = sealed.data + kCiphertextOffset + n;
     return EnvelopeStatus::ok;
 }
 
 EnvelopeStatus open_envelope(AesGcmKey &key, ByteView sealed, ByteView context, uint8_t *out,
                              size_t *plaintext_len) noexcept {
     if (plaintext_len != nullptr) *plaintext_len = 0;
-    DekId dek;
-    EnvelopeStatus st = peek_envelope(sealed, dek);
+    ParsedEnvelope parsed;
+    EnvelopeStatus st = parse_envelope(sealed, parsed);
     if (st != EnvelopeStatus::ok) return st;
+    return open_envelope(key, parsed, context, out, plaintext_len);
+}
+
+EnvelopeStatus open_envelope(AesGcmKey &key, const ParsedEnvelope &parsed, ByteView context,
+                             uint8_t *out, size_t *plaintext_len) noexcept {
+    if (plaintext_len != nullptr) *plaintext_len = 0;
     if (out == nullptr || plaintext_len == nullptr) return EnvelopeStatus::malformed;
     if (context.size > 0 && context.data == nullptr) return EnvelopeStatus::malformed;
     if (!key.ready()) return EnvelopeStatus::crypto_failure;
 
-    size_t n = sealed.size - kEnvelopeOverhead;
-    const uint8_t *ct = sealed.data + kCiphertextOffset;
-    if (!key.open(sealed.data + kNonceOffset, {ByteView(sealed.data, kHeaderSize), context},
-                  ByteView(ct, n), ct + n, out))
+    const size_t n = parsed.ciphertext.size;
+    if (!key.open(parsed.nonce, {parsed.header, context}, parsed.ciphertext, parsed.tag, out))
         return EnvelopeStatus::auth_failed;  // out already wiped
 
     // The padding was authenticated with the rest, so a bad one is a forgery by a key holder

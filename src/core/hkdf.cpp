@@ -1,5 +1,6 @@
 // HKDF-SHA256 via OpenSSL 3's EVP_KDF, and the public key check value built on it.
 #include "hkdf.hpp"
+#include "hex.hpp"
 
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
@@ -50,21 +51,16 @@ bool hkdf_sha256(ByteView ikm, ByteView salt, ByteView info, uint8_t *out,
     return ok;
 }
 
-bool key_check_value(const uint8_t key[32], char out[17]) noexcept {
+bool key_check_value(const uint8_t key[kDekSize], char out[17]) noexcept {
     if (key == nullptr || out == nullptr) return false;
     static constexpr char kInfo[] = "pg_envelope key check value v1";
     uint8_t kcv[8];
-    if (!hkdf_sha256(ByteView(key, 32), ByteView(), ByteView(kInfo, sizeof(kInfo) - 1), kcv,
+    if (!hkdf_sha256(ByteView(key, kDekSize), ByteView(), ByteView(kInfo, sizeof(kInfo) - 1), kcv,
                      sizeof(kcv))) {
         out[0] = '\0';
         return false;
     }
-    static constexpr char kHex[] = "0123456789abcdef";
-    for (size_t i = 0; i < sizeof(kcv); ++i) {
-        out[2 * i] = kHex[kcv[i] >> 4];
-        out[2 * i + 1] = kHex[kcv[i] & 0x0f];
-    }
-    out[16] = '\0';
+    hex_encode(ByteView(kcv, sizeof kcv), out);
     return true;
 }
 

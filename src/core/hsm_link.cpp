@@ -1,9 +1,12 @@
 // noexcept facade over Pkcs11Client for the keeper.
 #include "hsm_link.hpp"
+#include "hex.hpp"
+#include "pkcs11_client.hpp"
 #include "secure_buffer.hpp"
 
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <new>
 
 namespace envelope {
@@ -42,7 +45,12 @@ HsmResult not_connected() noexcept {
 
 }  // namespace
 
-HsmLink::HsmLink() = default;
+struct HsmLink::Connection {
+    std::unique_ptr<Pkcs11Client> client;
+    CK_OBJECT_HANDLE kek = CK_INVALID_HANDLE;
+};
+
+HsmLink::HsmLink() noexcept = default;
 HsmLink::~HsmLink() {
     disconnect();
 }
@@ -50,40 +58,39 @@ HsmLink::~HsmLink() {
 HsmResult HsmLink::connect(const HsmSettings &s) noexcept {
     disconnect();
     HsmResult r = capture([&] {
-        auto client = std::make_unique<Pkcs11Client>(s.module_path);
-        client->open_token(s.token_label);
+        auto c = std::make_unique<Connection>();
+        c->client = std::make_unique<Pkcs11Client>(s.module_path);
+        c->client->open_token(s.token_label);
         SecureBuffer pin = read_pin_file(s.pin_file);
-        client->login(pin.view());
-        kek_ = client->find_secret_key(s.kek_label);
-        client_ = std::move(client);
+        c->client->login(pin.view());
+        c->kek = c->client->find_secret_key(s.kek_label);
+        connection_ = c.release();
     });
     if (!r.ok) disconnect();
     return r;
 }
 
 void HsmLink::disconnect() noexcept {
-    try {
-        client_.reset();
-    } catch (...) {
-        // Destructors of the client do not throw; nothing to recover here.
-    }
-    kek_ = CK_INVALID_HANDLE;
+    // Destructors of the client do not throw (it closes the session and unloads the module).
+    delete connection_;
+    connection_ = nullptr;
 }
 
 bool HsmLink::connected() const noexcept {
-    return client_ != nullptr;
+    return connection_ != nullptr;
 }
 
 bool HsmLink::alive() noexcept {
-    return client_ != nullptr && client_->session_alive();
+    return connection_ != nullptr && connection_->client->session_alive();
 }
 
-HsmResult HsmLink::create_dek(ByteView identity, uint8_t key_out[32], uint8_t *wrapped_out,
+HsmResult HsmLink::create_dek(ByteView identity, uint8_t key_out[kDekSize], uint8_t *wrapped_out,
                               size_t wrapped_cap, size_t *wrapped_len) noexcept {
-    if (!client_) return not_connected();
+    if (!connection_) return not_connected();
     return capture([&] {
-        SecureBuffer dek = client_->generate_random(kDekSize);
-        std::vector<uint8_t> wrapped = client_->wrap_dek(kek_, dek.view(), identity);
+        SecureBuffer dek = connection_->client->generate_random(kDekSize);
+        std::vector<uint8_t> wrapped =
+            connection_->client->wrap_dek(connection_->kek, dek.view(), identity);
         if (wrapped.size() > wrapped_cap) {
             throw Pkcs11Error(Pkcs11Failure::other, 0, "wrapped key larger than expected");
         }
@@ -93,22 +100,18 @@ HsmResult HsmLink::create_dek(ByteView identity, uint8_t key_out[32], uint8_t *w
     });
 }
 
-HsmResult HsmLink::unwrap_dek(ByteView identity, ByteView wrapped, uint8_t key_out[32]) noexcept {
-    if (!client_) return not_connected();
+HsmResult HsmLink::unwrap_dek(ByteView identity, ByteView wrapped,
+                              uint8_t key_out[kDekSize]) noexcept {
+    if (!connection_) return not_connected();
     return capture([&] {
-        SecureBuffer dek = client_->unwrap_dek(kek_, wrapped, identity);
+        SecureBuffer dek = connection_->client->unwrap_dek(connection_->kek, wrapped, identity);
         std::memcpy(key_out, dek.data(), kDekSize);
     });
 }
 
-void dek_identity(const uint8_t id[16], char out[37]) noexcept {
-    static const char hex[] = "0123456789abcdef";
+void dek_identity(const uint8_t id[16], char out[kDekIdentitySize]) noexcept {
     std::memcpy(out, "dek:", 4);
-    for (int i = 0; i < 16; ++i) {
-        out[4 + 2 * i] = hex[id[i] >> 4];
-        out[5 + 2 * i] = hex[id[i] & 15];
-    }
-    out[36] = '\0';
+    hex_encode(ByteView(id, 16), out + 4);
 }
 
 }  // namespace envelope

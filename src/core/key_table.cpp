@@ -1,6 +1,6 @@
 // Open-addressing hash table of DEKs over caller-provided (shared) memory.
 #include "key_table.hpp"
-#include "secure_buffer.hpp"
+#include "wipe.hpp"
 
 #include <cstring>
 #include <new>
@@ -20,18 +20,18 @@ uint32_t bucket_count(uint32_t capacity) {
 }
 
 size_t header_bytes() {
-    return (sizeof(KeyTableHeader) + alignof(KeySlot) - 1) / alignof(KeySlot) * alignof(KeySlot);
+    return (sizeof(KeyTableHeader) + alignof(KeyEntry) - 1) / alignof(KeyEntry) * alignof(KeyEntry);
 }
 
 }  // namespace
 
 size_t KeyTable::bytes_needed(uint32_t capacity) noexcept {
-    return header_bytes() + sizeof(KeySlot) * bucket_count(capacity);
+    return header_bytes() + sizeof(KeyEntry) * bucket_count(capacity);
 }
 
 KeyTable::KeyTable(void *region, uint32_t capacity, bool initialize) noexcept
     : header_(static_cast<KeyTableHeader *>(region)),
-      slots_(reinterpret_cast<KeySlot *>(static_cast<char *>(region) + header_bytes())) {
+      entries_(reinterpret_cast<KeyEntry *>(static_cast<char *>(region) + header_bytes())) {
     if (!initialize) return;
     const uint32_t buckets = bucket_count(capacity);
     new (header_) KeyTableHeader{};
@@ -39,8 +39,8 @@ KeyTable::KeyTable(void *region, uint32_t capacity, bool initialize) noexcept
     header_->buckets = buckets;
     header_->generation.store(1, std::memory_order_relaxed);
     for (uint32_t i = 0; i < buckets; ++i) {
-        KeySlot *s = new (&slots_[i]) KeySlot{};
-        s->encryptions.store(0, std::memory_order_relaxed);
+        KeyEntry *e = new (&entries_[i]) KeyEntry{};
+        e->encryptions.store(0, std::memory_order_relaxed);
     }
 }
 
@@ -55,9 +55,9 @@ uint32_t KeyTable::home(uint32_t database, const DekId &id) const noexcept {
 int KeyTable::find(uint32_t database, const DekId &id) const noexcept {
     const uint32_t mask = header_->buckets - 1;
     for (uint32_t i = home(database, id), n = 0; n < header_->buckets; i = (i + 1) & mask, ++n) {
-        const KeySlot &s = slots_[i];
-        if (s.state == KeyState::empty) return -1;
-        if (s.state != KeyState::tombstone && s.database == database && s.id == id) {
+        const KeyEntry &s = entries_[i];
+        if (s.occupancy == Occupancy::empty) return -1;
+        if (s.occupancy == Occupancy::live && s.database == database && s.id == id) {
             return static_cast<int>(i);
         }
     }
@@ -68,14 +68,15 @@ void KeyTable::bump() noexcept {
     header_->generation.fetch_add(1, std::memory_order_acq_rel);
 }
 
-KeyTable::InsertResult KeyTable::insert(uint32_t database, const DekId &id, const uint8_t key[32],
-                                        KeyState state, uint64_t encryptions, int *index) noexcept {
+KeyTable::InsertResult KeyTable::insert(uint32_t database, const DekId &id,
+                                        const uint8_t key[kDekSize], KeyUse use,
+                                        uint64_t encryptions, int *index) noexcept {
     int found = find(database, id);
     if (found >= 0) {
-        KeySlot &s = slots_[found];
+        KeyEntry &s = entries_[found];
         std::memcpy(s.key, key, sizeof s.key);
-        s.state = state;
-        s.version++;
+        s.use = use;
+        s.change_count++;
         if (encryptions > s.encryptions.load(std::memory_order_relaxed)) {
             s.encryptions.store(encryptions, std::memory_order_relaxed);
         }
@@ -88,28 +89,27 @@ KeyTable::InsertResult KeyTable::insert(uint32_t database, const DekId &id, cons
 
     const uint32_t mask = header_->buckets - 1;
     uint32_t i = home(database, id);
-    while (slots_[i].state == KeyState::active || slots_[i].state == KeyState::decrypt_only) {
-        i = (i + 1) & mask;
-    }
-    KeySlot &s = slots_[i];
-    if (s.state == KeyState::tombstone) header_->tombstones--;
+    while (entries_[i].occupancy == Occupancy::live) i = (i + 1) & mask;
+    KeyEntry &s = entries_[i];
+    if (s.occupancy == Occupancy::tombstone) header_->tombstones--;
     s.database = database;
     s.id = id;
     std::memcpy(s.key, key, sizeof s.key);
-    s.version++;
+    s.change_count++;
     s.encryptions.store(encryptions, std::memory_order_relaxed);
-    s.state = state;
+    s.use = use;
+    s.occupancy = Occupancy::live;
     header_->used++;
     bump();
     if (index) *index = static_cast<int>(i);
     return InsertResult::inserted;
 }
 
-bool KeyTable::set_state(uint32_t database, const DekId &id, KeyState state) noexcept {
+bool KeyTable::set_use(uint32_t database, const DekId &id, KeyUse use) noexcept {
     int found = find(database, id);
     if (found < 0) return false;
-    slots_[found].state = state;
-    slots_[found].version++;
+    entries_[found].use = use;
+    entries_[found].change_count++;
     bump();
     return true;
 }
@@ -117,10 +117,10 @@ bool KeyTable::set_state(uint32_t database, const DekId &id, KeyState state) noe
 bool KeyTable::remove(uint32_t database, const DekId &id) noexcept {
     int found = find(database, id);
     if (found < 0) return false;
-    KeySlot &s = slots_[found];
+    KeyEntry &s = entries_[found];
     secure_zero(s.key, sizeof s.key);
-    s.state = KeyState::tombstone;
-    s.version++;
+    s.occupancy = Occupancy::tombstone;
+    s.change_count++;
     header_->used--;
     header_->tombstones++;
     bump();
@@ -130,12 +130,11 @@ bool KeyTable::remove(uint32_t database, const DekId &id) noexcept {
 uint32_t KeyTable::remove_database(uint32_t database) noexcept {
     uint32_t removed = 0;
     for (uint32_t i = 0; i < header_->buckets; ++i) {
-        KeySlot &s = slots_[i];
-        if ((s.state == KeyState::active || s.state == KeyState::decrypt_only) &&
-            s.database == database) {
+        KeyEntry &s = entries_[i];
+        if (s.occupancy == Occupancy::live && s.database == database) {
             secure_zero(s.key, sizeof s.key);
-            s.state = KeyState::tombstone;
-            s.version++;
+            s.occupancy = Occupancy::tombstone;
+            s.change_count++;
             header_->used--;
             header_->tombstones++;
             ++removed;
@@ -147,10 +146,10 @@ uint32_t KeyTable::remove_database(uint32_t database) noexcept {
 
 void KeyTable::clear() noexcept {
     for (uint32_t i = 0; i < header_->buckets; ++i) {
-        KeySlot &s = slots_[i];
+        KeyEntry &s = entries_[i];
         secure_zero(s.key, sizeof s.key);
-        s.state = KeyState::empty;
-        s.version++;
+        s.occupancy = Occupancy::empty;
+        s.change_count++;
         s.encryptions.store(0, std::memory_order_relaxed);
     }
     header_->used = 0;
@@ -161,24 +160,20 @@ void KeyTable::clear() noexcept {
 uint32_t KeyTable::count_database(uint32_t database) const noexcept {
     uint32_t n = 0;
     for (uint32_t i = 0; i < header_->buckets; ++i) {
-        const KeySlot &s = slots_[i];
-        if ((s.state == KeyState::active || s.state == KeyState::decrypt_only) &&
-            s.database == database) {
-            ++n;
-        }
+        const KeyEntry &s = entries_[i];
+        if (s.occupancy == Occupancy::live && s.database == database) ++n;
     }
     return n;
 }
 
 // Re-inserts live keys in place so probe chains no longer run over tombstones. Runs under the
-// exclusive lock; readers are excluded, so moving slots is safe.
+// exclusive lock; readers are excluded, so moving entries is safe.
 void KeyTable::rebuild() noexcept {
     const uint32_t mask = header_->buckets - 1;
-    // Mark every live slot, then move each to its earliest free position in its chain.
+    // Turn tombstones into holes, then move each live entry to the earliest free bucket of its
+    // chain.
     for (uint32_t i = 0; i < header_->buckets; ++i) {
-        if (slots_[i].state == KeyState::tombstone) {
-            slots_[i].state = KeyState::empty;
-        }
+        if (entries_[i].occupancy == Occupancy::tombstone) entries_[i].occupancy = Occupancy::empty;
     }
     header_->tombstones = 0;
     // Robin-hood style repair: re-place every live entry whose chain now has a hole.
@@ -186,25 +181,23 @@ void KeyTable::rebuild() noexcept {
     while (moved) {
         moved = false;
         for (uint32_t i = 0; i < header_->buckets; ++i) {
-            KeySlot &s = slots_[i];
-            if (s.state != KeyState::active && s.state != KeyState::decrypt_only) continue;
+            KeyEntry &s = entries_[i];
+            if (s.occupancy != Occupancy::live) continue;
             uint32_t j = home(s.database, s.id);
-            while (j != i && (slots_[j].state == KeyState::active ||
-                              slots_[j].state == KeyState::decrypt_only)) {
-                j = (j + 1) & mask;
-            }
+            while (j != i && entries_[j].occupancy == Occupancy::live) j = (j + 1) & mask;
             if (j == i) continue;
-            KeySlot &d = slots_[j];
+            KeyEntry &d = entries_[j];
             d.database = s.database;
             d.id = s.id;
             std::memcpy(d.key, s.key, sizeof d.key);
-            d.version = s.version + 1;
+            d.change_count = s.change_count + 1;
             d.encryptions.store(s.encryptions.load(std::memory_order_relaxed),
                                 std::memory_order_relaxed);
-            d.state = s.state;
+            d.use = s.use;
+            d.occupancy = Occupancy::live;
             secure_zero(s.key, sizeof s.key);
-            s.state = KeyState::empty;
-            s.version++;
+            s.occupancy = Occupancy::empty;
+            s.change_count++;
             moved = true;
         }
     }

@@ -1,6 +1,6 @@
 // Random nonces from OpenSSL's CSPRNG, drawn 4 KiB at a time; per process, fork-safe.
 #pragma once
-#include "zone_guard.hpp"
+#include "internal_only.hpp"
 
 #include <cstddef>
 #include <cstdint>

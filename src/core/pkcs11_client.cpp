@@ -15,8 +15,6 @@ namespace envelope {
 
 namespace {
 
-constexpr size_t kNonceSize = 12;
-constexpr size_t kTagSize = 16;
 constexpr size_t kMaxPinFileSize = 256;
 constexpr char kWrapAadPrefix[] = "pg_envelope/dek-wrap/v1";  // sizeof includes the '\0'
 
@@ -521,11 +519,11 @@ std::vector<uint8_t> wrap_aad(ByteView identity) {
 CK_GCM_PARAMS gcm_params(uint8_t *iv, std::vector<uint8_t> &aad) {
     CK_GCM_PARAMS params{};
     params.pIv = iv;
-    params.ulIvLen = kNonceSize;
-    params.ulIvBits = kNonceSize * 8;
+    params.ulIvLen = kGcmNonceSize;
+    params.ulIvBits = kGcmNonceSize * 8;
     params.pAAD = aad.data();
     params.ulAADLen = static_cast<CK_ULONG>(aad.size());
-    params.ulTagBits = kTagSize * 8;
+    params.ulTagBits = kGcmTagSize * 8;
     return params;
 }
 
@@ -537,24 +535,24 @@ std::vector<uint8_t> Pkcs11Client::wrap_dek(CK_OBJECT_HANDLE kek, ByteView dek, 
                           "a DEK must have " + std::to_string(kDekSize) + " bytes");
     }
     std::vector<uint8_t> aad = wrap_aad(identity);
-    SecureBuffer nonce = generate_random(kNonceSize);
+    SecureBuffer nonce = generate_random(kGcmNonceSize);
     CK_GCM_PARAMS params = gcm_params(nonce.data(), aad);
     CK_MECHANISM mech{CKM_AES_GCM, &params, sizeof params};
 
     check(fn_->C_EncryptInit(session_, &mech, kek), Pkcs11Failure::other, "C_EncryptInit");
     // Room for more than expected, so an odd module cannot overflow; the length is checked.
     std::vector<uint8_t> out(kWrappedDekSize);
-    CK_ULONG out_len = static_cast<CK_ULONG>(out.size() - 1 - kNonceSize);
+    CK_ULONG out_len = static_cast<CK_ULONG>(out.size() - 1 - kGcmNonceSize);
     check(fn_->C_Encrypt(session_, const_cast<CK_BYTE_PTR>(dek.data), kDekSize,
-                         out.data() + 1 + kNonceSize, &out_len),
+                         out.data() + 1 + kGcmNonceSize, &out_len),
           Pkcs11Failure::other, "C_Encrypt (AES-GCM wrap)");
-    if (out_len != kDekSize + kTagSize) {
+    if (out_len != kDekSize + kGcmTagSize) {
         throw Pkcs11Error(Pkcs11Failure::other, CKR_OK,
                           "AES-GCM wrap returned " + std::to_string(out_len) +
-                              " bytes instead of " + std::to_string(kDekSize + kTagSize));
+                              " bytes instead of " + std::to_string(kDekSize + kGcmTagSize));
     }
     out[0] = kWrapFormatVersion;
-    std::memcpy(out.data() + 1, nonce.data(), kNonceSize);
+    std::memcpy(out.data() + 1, nonce.data(), kGcmNonceSize);
     return out;
 }
 
@@ -576,12 +574,12 @@ SecureBuffer Pkcs11Client::unwrap_dek(CK_OBJECT_HANDLE kek, ByteView wrapped, By
     CK_GCM_PARAMS params = gcm_params(blob + 1, aad);
     CK_MECHANISM mech{CKM_AES_GCM, &params, sizeof params};
 
-    SecureBuffer plain(kDekSize + kTagSize);  // modules may want room for the whole input
+    SecureBuffer plain(kDekSize + kGcmTagSize);  // modules may want room for the whole input
     CK_ULONG plain_len = static_cast<CK_ULONG>(plain.size());
     CK_RV rv = fn_->C_DecryptInit(session_, &mech, kek);
     if (rv == CKR_OK) {
-        rv = fn_->C_Decrypt(session_, blob + 1 + kNonceSize, kDekSize + kTagSize, plain.data(),
-                            &plain_len);
+        rv = fn_->C_Decrypt(session_, blob + 1 + kGcmNonceSize, kDekSize + kGcmTagSize,
+                            plain.data(), &plain_len);
     }
     secure_zero(blob, sizeof blob);
     if (rv == CKR_GENERAL_ERROR || rv == CKR_ENCRYPTED_DATA_INVALID ||

@@ -2,8 +2,9 @@
 // wraps/unwraps DEKs with AES-256-GCM bound to an identity. Used only by the keeper and the
 // provisioning tool; errors are thrown as Pkcs11Error (never crossing into PostgreSQL).
 #pragma once
-#include "zone_guard.hpp"
+#include "internal_only.hpp"
 #include "byte_view.hpp"
+#include "hsm_types.hpp"
 #include "secure_buffer.hpp"
 
 #include <p11-kit/pkcs11.h>
@@ -14,21 +15,6 @@
 #include <vector>
 
 namespace envelope {
-
-// What went wrong, coarse enough for an operator and for SQLSTATE mapping.
-enum class Pkcs11Failure {
-    module_load,      // dlopen / C_GetFunctionList failed
-    initialize,       // C_Initialize failed
-    token_not_found,  // no slot holds a token with that label
-    pin_file,         // PIN file missing, unreadable, empty or too permissive
-    login,            // C_Login rejected the PIN (or PIN locked)
-    key_not_found,    // no secret key object with that label (or more than one)
-    unwrap_auth,      // wrapped DEK failed authentication: corrupted or other identity
-    malformed,        // wrapped blob has the wrong length or version
-    device,           // token removed, device error, session closed
-    other,
-};
-const char *pkcs11_failure_name(Pkcs11Failure f) noexcept;
 
 // Name of a return value, e.g. "CKR_PIN_INCORRECT"; "CKR_0x...." for unknown codes.
 std::string ck_rv_name(CK_RV rv);
@@ -51,12 +37,6 @@ class Pkcs11Error : public std::runtime_error {
 // missing, empty, longer than 256 bytes, or readable/writable by group or others.
 // The message of a thrown error names the path, never the content.
 SecureBuffer read_pin_file(const std::string &path);
-
-// Wrapped DEK format v1 (61 bytes): 0x01 | nonce(12) | ciphertext(32) | tag(16),
-// AES-256-GCM under the KEK, AAD = "pg_envelope/dek-wrap/v1\0" || identity.
-constexpr size_t kDekSize = 32;
-constexpr size_t kWrappedDekSize = 61;
-constexpr uint8_t kWrapFormatVersion = 1;
 
 class Pkcs11Client {
   public:

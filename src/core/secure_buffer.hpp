@@ -1,9 +1,8 @@
 // Owning byte buffer for key material and plaintext: zeroized on every release.
 #pragma once
-#include "zone_guard.hpp"
+#include "internal_only.hpp"
 #include "byte_view.hpp"
-
-#include <openssl/crypto.h>
+#include "wipe.hpp"
 
 #include <cstddef>
 #include <cstdint>
@@ -12,10 +11,6 @@
 #include <utility>
 
 namespace envelope {
-
-inline void secure_zero(void *p, size_t n) noexcept {
-    if (p != nullptr && n > 0) OPENSSL_cleanse(p, n);
-}
 
 class SecureBuffer {
   public:

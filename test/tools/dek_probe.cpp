@@ -1,9 +1,9 @@
 // Test-only tool: unwraps one keyring row's DEK through the token and prints it as hex, so
 // integration tests can prove the DEK itself appears nowhere on disk or in logs.
 // Never installed; built only with the tests.
+#include "hex.hpp"
 #include "hsm_link.hpp"
-#include "pkcs11_client.hpp"
-#include "secure_buffer.hpp"
+#include "wipe.hpp"
 
 #include <cstdio>
 #include <cstring>
@@ -13,14 +13,8 @@
 namespace {
 
 bool parse_hex(const std::string &hex, std::vector<uint8_t> &out) {
-    if (hex.size() % 2 != 0) return false;
-    out.clear();
-    for (size_t i = 0; i < hex.size(); i += 2) {
-        unsigned v;
-        if (std::sscanf(hex.c_str() + i, "%2x", &v) != 1) return false;
-        out.push_back(static_cast<uint8_t>(v));
-    }
-    return true;
+    out.assign(hex.size() / 2, 0);
+    return envelope::hex_decode(hex.data(), hex.size(), out.data(), out.size());
 }
 
 }  // namespace
@@ -43,17 +37,19 @@ int main(int argc, char **argv) {
         std::fprintf(stderr, "connect: %s\n", r.message);
         return 1;
     }
-    char identity[37];
+    char identity[envelope::kDekIdentitySize];
     envelope::dek_identity(id.data(), identity);
-    uint8_t key[32];
+    uint8_t key[envelope::kDekSize];
     r = link.unwrap_dek(envelope::ByteView(identity, std::strlen(identity)),
                         envelope::ByteView(wrapped.data(), wrapped.size()), key);
     if (!r.ok) {
         std::fprintf(stderr, "unwrap: %s\n", r.message);
         return 1;
     }
-    for (uint8_t b : key) std::printf("%02x", b);
-    std::printf("\n");
+    char hex[2 * envelope::kDekSize + 1];
+    envelope::hex_encode(envelope::ByteView(key, sizeof key), hex);
+    std::printf("%s\n", hex);
+    envelope::secure_zero(hex, sizeof hex);
     envelope::secure_zero(key, sizeof key);
     return 0;
 }

@@ -1,7 +1,7 @@
 // AesGcmKey against published AES-256-GCM vectors, plus reuse and failure behaviour.
 #include "aes_gcm.hpp"
 
-#include "hex.hpp"
+#include "vectors.hpp"
 
 #include <gtest/gtest.h>
 

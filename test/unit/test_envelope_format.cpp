@@ -109,10 +109,12 @@ TEST_F(EnvelopeTest, RoundTripSizesAndPadBlocks) {
             }
             EXPECT_EQ(sealed[0], kEnvelopeVersion);
             EXPECT_EQ(std::memcmp(sealed.data() + 1, dek_.data(), kDekIdSize), 0);
-            DekId peeked{};
-            EXPECT_EQ(peek_envelope(ByteView(sealed.data(), sealed.size()), peeked),
+            ParsedEnvelope parsed{};
+            EXPECT_EQ(parse_envelope(ByteView(sealed.data(), sealed.size()), parsed),
                       EnvelopeStatus::ok);
-            EXPECT_EQ(peeked, dek_);
+            EXPECT_EQ(parsed.dek, dek_);
+            EXPECT_EQ(parsed.ciphertext.size, padded_length(n, pb));
+            EXPECT_EQ(parsed.tag, sealed.data() + sealed.size() - kGcmTagSize);
             std::vector<uint8_t> back;
             ASSERT_EQ(open(sealed, ctx, &back), EnvelopeStatus::ok) << n << "/" << pb;
             EXPECT_EQ(back, pt) << n << "/" << pb;
@@ -185,18 +187,18 @@ TEST_F(EnvelopeTest, RelabelledDekIdFails) {
     auto sealed = seal(pattern(10), "c", 16);
     auto relabelled = sealed;
     for (size_t i = 0; i < kDekIdSize; ++i) relabelled[1 + i] = static_cast<uint8_t>(0xf0 + i);
-    DekId peeked{};
-    EXPECT_EQ(peek_envelope(ByteView(relabelled.data(), relabelled.size()), peeked),
+    ParsedEnvelope parsed{};
+    EXPECT_EQ(parse_envelope(ByteView(relabelled.data(), relabelled.size()), parsed),
               EnvelopeStatus::ok);
-    EXPECT_NE(peeked, dek_);
+    EXPECT_NE(parsed.dek, dek_);
     EXPECT_EQ(open(relabelled, "c"), EnvelopeStatus::auth_failed);
 }
 
 TEST_F(EnvelopeTest, VersionByteChecked) {
     auto sealed = seal(pattern(10), "c", 16);
     sealed[0] = 2;
-    DekId peeked{};
-    EXPECT_EQ(peek_envelope(ByteView(sealed.data(), sealed.size()), peeked),
+    ParsedEnvelope parsed{};
+    EXPECT_EQ(parse_envelope(ByteView(sealed.data(), sealed.size()), parsed),
               EnvelopeStatus::unsupported_version);
     EXPECT_EQ(open(sealed, "c"), EnvelopeStatus::unsupported_version);
 }

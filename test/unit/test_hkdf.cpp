@@ -1,7 +1,7 @@
 // HKDF-SHA256 against RFC 5869 appendix A.1-A.3, and the key check value format.
 #include "hkdf.hpp"
 
-#include "hex.hpp"
+#include "vectors.hpp"
 
 #include <gtest/gtest.h>
 

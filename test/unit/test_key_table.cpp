@@ -8,8 +8,8 @@
 #include <vector>
 
 using envelope::DekId;
-using envelope::KeyState;
 using envelope::KeyTable;
+using envelope::KeyUse;
 
 namespace {
 
@@ -40,12 +40,12 @@ TEST(KeyTableTest, InsertFindRemove) {
     std::memset(key, 0xAB, sizeof key);
     EXPECT_EQ(f.table.find(5, id), -1);
     int idx = -1;
-    EXPECT_EQ(f.table.insert(5, id, key, KeyState::active, 0, &idx),
+    EXPECT_EQ(f.table.insert(5, id, key, KeyUse::active, 0, &idx),
               KeyTable::InsertResult::inserted);
     ASSERT_GE(idx, 0);
     EXPECT_EQ(f.table.find(5, id), idx);
     EXPECT_EQ(f.table.find(6, id), -1) << "keys are per database";
-    EXPECT_EQ(std::memcmp(f.table.slot(idx).key, key, 32), 0);
+    EXPECT_EQ(std::memcmp(f.table.entry(idx).key, key, 32), 0);
     EXPECT_EQ(f.table.used(), 1u);
     uint64_t gen = f.table.generation();
     EXPECT_TRUE(f.table.remove(5, id));
@@ -53,7 +53,7 @@ TEST(KeyTableTest, InsertFindRemove) {
     EXPECT_EQ(f.table.find(5, id), -1);
     EXPECT_EQ(f.table.used(), 0u);
     const uint8_t zero[32] = {};
-    EXPECT_EQ(std::memcmp(f.table.slot(idx).key, zero, 32), 0) << "removed key bytes are wiped";
+    EXPECT_EQ(std::memcmp(f.table.entry(idx).key, zero, 32), 0) << "removed key bytes are wiped";
     EXPECT_FALSE(f.table.remove(5, id));
 }
 
@@ -63,13 +63,13 @@ TEST(KeyTableTest, ReplaceBumpsSlotVersion) {
     DekId id = random_id(rng);
     uint8_t key[32] = {1};
     int idx;
-    f.table.insert(1, id, key, KeyState::active, 7, &idx);
-    uint64_t v = f.table.slot(idx).version;
-    EXPECT_EQ(f.table.insert(1, id, key, KeyState::decrypt_only, 3, &idx),
+    f.table.insert(1, id, key, KeyUse::active, 7, &idx);
+    uint64_t v = f.table.entry(idx).change_count;
+    EXPECT_EQ(f.table.insert(1, id, key, KeyUse::decrypt_only, 3, &idx),
               KeyTable::InsertResult::replaced);
-    EXPECT_GT(f.table.slot(idx).version, v);
-    EXPECT_EQ(f.table.slot(idx).state, KeyState::decrypt_only);
-    EXPECT_EQ(f.table.slot(idx).encryptions.load(), 7u) << "counts never go backwards";
+    EXPECT_GT(f.table.entry(idx).change_count, v);
+    EXPECT_EQ(f.table.entry(idx).use, KeyUse::decrypt_only);
+    EXPECT_EQ(f.table.entry(idx).encryptions.load(), 7u) << "counts never go backwards";
 }
 
 TEST(KeyTableTest, FullIsReported) {
@@ -77,10 +77,10 @@ TEST(KeyTableTest, FullIsReported) {
     std::mt19937_64 rng(3);
     uint8_t key[32] = {};
     for (int i = 0; i < 16; ++i) {
-        EXPECT_EQ(f.table.insert(1, random_id(rng), key, KeyState::active, 0, nullptr),
+        EXPECT_EQ(f.table.insert(1, random_id(rng), key, KeyUse::active, 0, nullptr),
                   KeyTable::InsertResult::inserted);
     }
-    EXPECT_EQ(f.table.insert(1, random_id(rng), key, KeyState::active, 0, nullptr),
+    EXPECT_EQ(f.table.insert(1, random_id(rng), key, KeyUse::active, 0, nullptr),
               KeyTable::InsertResult::full);
 }
 
@@ -95,7 +95,7 @@ TEST(KeyTableTest, ChurnWithTombstonesKeepsEveryKeyFindable) {
             DekId id = random_id(rng);
             uint32_t db = static_cast<uint32_t>(rng() % 4);
             key[0] = static_cast<uint8_t>(round);
-            ASSERT_NE(f.table.insert(db, id, key, KeyState::active, 0, nullptr),
+            ASSERT_NE(f.table.insert(db, id, key, KeyUse::active, 0, nullptr),
                       KeyTable::InsertResult::full);
             live.emplace_back(db, id);
         } else {
@@ -113,10 +113,8 @@ TEST(KeyTableTest, RemoveDatabaseAndCount) {
     TableFixture f(64);
     std::mt19937_64 rng(5);
     uint8_t key[32] = {};
-    for (int i = 0; i < 10; ++i)
-        f.table.insert(1, random_id(rng), key, KeyState::active, 0, nullptr);
-    for (int i = 0; i < 5; ++i)
-        f.table.insert(2, random_id(rng), key, KeyState::active, 0, nullptr);
+    for (int i = 0; i < 10; ++i) f.table.insert(1, random_id(rng), key, KeyUse::active, 0, nullptr);
+    for (int i = 0; i < 5; ++i) f.table.insert(2, random_id(rng), key, KeyUse::active, 0, nullptr);
     EXPECT_EQ(f.table.count_database(1), 10u);
     EXPECT_EQ(f.table.remove_database(1), 10u);
     EXPECT_EQ(f.table.count_database(1), 0u);
@@ -130,7 +128,7 @@ TEST(KeyTableTest, AttachSeesFormattedTable) {
     std::mt19937_64 rng(6);
     DekId id = random_id(rng);
     uint8_t key[32] = {9};
-    f.table.insert(3, id, key, KeyState::active, 0, nullptr);
+    f.table.insert(3, id, key, KeyUse::active, 0, nullptr);
     KeyTable other(f.aligned(), 32, false);
     EXPECT_GE(other.find(3, id), 0);
     EXPECT_EQ(other.capacity(), 32u);

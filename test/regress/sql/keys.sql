@@ -41,9 +41,12 @@ FROM envelope.keys WHERE name = 'default';
 SELECT keys_cached >= 3 AS keys_cached, keys_cached_total >= keys_cached AS total_ok,
        cache_capacity FROM envelope.status();
 
--- Privileges: PUBLIC can use the type and functions, not the keyring or key management.
+-- Privileges: PUBLIC can use the type and functions, not the keyring or key management; a
+-- role needs key privileges to read or write plaintext (see the privileges test).
 CREATE ROLE envelope_user;
 GRANT SELECT ON sealed_values TO envelope_user;
+SELECT envelope.grant_key('payroll', 'envelope_user', 'decrypt');
+SELECT envelope.grant_key('default', 'envelope_user', 'encrypt');
 SET ROLE envelope_user;
 SELECT envelope.decrypt(v) AS user_can_decrypt FROM sealed_values WHERE label = 'v1';
 SELECT envelope.encrypt('user data') IS NOT NULL AS user_can_encrypt;
@@ -54,6 +57,8 @@ SELECT envelope.rotate_key('default');
 SELECT * FROM envelope._new_wrapped_dek(gen_random_uuid());
 RESET ROLE;
 REVOKE ALL ON sealed_values FROM envelope_user;
+SELECT envelope.revoke_key('payroll', 'envelope_user', 'all');
+SELECT envelope.revoke_key('default', 'envelope_user', 'all');
 DROP ROLE envelope_user;
 
 -- A keyring row copied onto another id does not unwrap (the wrap is bound to the id),

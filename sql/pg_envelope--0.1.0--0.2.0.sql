@@ -1,0 +1,109 @@
+-- pg_envelope 0.1.0 -> 0.2.0: per-key privileges (encrypt, decrypt) checked in C on every path
+-- that seals or opens a value, and the envelope_admin role for key management.
+-- After this update a role that is not a superuser reads no plaintext until granted
+-- (README, "Key privileges"); nothing is granted to PUBLIC.
+\echo Use "ALTER EXTENSION pg_envelope UPDATE TO '0.2.0'" to load this file. \quit
+
+-- A cluster-wide role; created once, kept when the extension is dropped.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'envelope_admin') THEN
+        CREATE ROLE envelope_admin NOLOGIN;
+    END IF;
+END
+$$;
+
+CREATE TABLE envelope.key_privileges (
+    key_name   text NOT NULL CHECK (key_name <> '' AND length(key_name) < 64),
+    grantee    name NOT NULL,
+    privilege  text NOT NULL CHECK (privilege IN ('encrypt', 'decrypt')),
+    granted_by name NOT NULL,
+    granted_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (key_name, grantee, privilege)
+);
+COMMENT ON TABLE envelope.key_privileges IS
+  'Key privileges: which role (by name) may seal (encrypt) or open (decrypt) values under which key; read through envelope.key_grants';
+REVOKE ALL ON envelope.key_privileges FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('envelope.key_privileges', '');
+-- Every session drops its cached privilege decisions when grants change, in replica mode too.
+CREATE TRIGGER key_privileges_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON envelope.key_privileges FOR EACH STATEMENT EXECUTE FUNCTION envelope._keyring_changed();
+ALTER TABLE envelope.key_privileges ENABLE ALWAYS TRIGGER key_privileges_changed;
+
+CREATE FUNCTION envelope.grant_key(key_name text, grantee regrole, privilege text)
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    privileges text[] := CASE grant_key.privilege
+        WHEN 'encrypt' THEN ARRAY['encrypt'] WHEN 'decrypt' THEN ARRAY['decrypt']
+        WHEN 'all' THEN ARRAY['encrypt', 'decrypt'] END;
+    role_name name;
+BEGIN
+    IF privileges IS NULL THEN
+        RAISE EXCEPTION 'invalid key privilege "%"', grant_key.privilege
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use encrypt, decrypt or all.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM envelope.keyring k WHERE k.name = grant_key.key_name) THEN
+        RAISE EXCEPTION 'key "%" does not exist', grant_key.key_name
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    SELECT r.rolname INTO STRICT role_name FROM pg_catalog.pg_roles r
+        WHERE r.oid OPERATOR(pg_catalog.=) grant_key.grantee;
+    INSERT INTO envelope.key_privileges (key_name, grantee, privilege, granted_by)
+        SELECT grant_key.key_name, role_name, p, session_user FROM unnest(privileges) p
+        ON CONFLICT DO NOTHING;
+END
+$$;
+COMMENT ON FUNCTION envelope.grant_key(text, regrole, text) IS
+  'Grants encrypt, decrypt or all on a key (every version) to a role; members of the role get it too';
+REVOKE ALL ON FUNCTION envelope.grant_key(text, regrole, text) FROM PUBLIC;
+
+CREATE FUNCTION envelope.revoke_key(key_name text, grantee regrole, privilege text)
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    privileges text[] := CASE revoke_key.privilege
+        WHEN 'encrypt' THEN ARRAY['encrypt'] WHEN 'decrypt' THEN ARRAY['decrypt']
+        WHEN 'all' THEN ARRAY['encrypt', 'decrypt'] END;
+BEGIN
+    IF privileges IS NULL THEN
+        RAISE EXCEPTION 'invalid key privilege "%"', revoke_key.privilege
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use encrypt, decrypt or all.';
+    END IF;
+    DELETE FROM envelope.key_privileges g
+        WHERE g.key_name OPERATOR(pg_catalog.=) revoke_key.key_name
+          AND g.grantee OPERATOR(pg_catalog.=) (SELECT r.rolname FROM pg_catalog.pg_roles r
+                                               WHERE r.oid OPERATOR(pg_catalog.=) revoke_key.grantee)
+          AND g.privilege OPERATOR(pg_catalog.=) ANY (privileges);
+END
+$$;
+COMMENT ON FUNCTION envelope.revoke_key(text, regrole, text) IS
+  'Revokes encrypt, decrypt or all on a key from a role; sessions see the change at once';
+REVOKE ALL ON FUNCTION envelope.revoke_key(text, regrole, text) FROM PUBLIC;
+
+CREATE FUNCTION envelope.has_key_privilege(role regrole, key_name text, privilege text)
+    RETURNS boolean
+    AS 'MODULE_PATHNAME', 'envelope_has_key_privilege' LANGUAGE C STRICT STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION envelope.has_key_privilege(regrole, text, text) IS
+  'Whether a role may use a key: privilege is encrypt, decrypt or all (superusers always may)';
+
+CREATE VIEW envelope.key_grants AS
+    SELECT g.key_name, g.grantee, g.privilege, g.granted_by, g.granted_at
+    FROM envelope.key_privileges g
+    ORDER BY g.key_name, g.grantee, g.privilege;
+COMMENT ON VIEW envelope.key_grants IS
+  'Key privileges granted: key, grantee role, privilege (encrypt or decrypt), granted by (session user), when';
+REVOKE ALL ON envelope.key_grants FROM PUBLIC;
+
+-- Shredding and cache invalidation must also work for sessions in replica mode (logical
+-- replication apply workers), which skip ordinary triggers.
+ALTER TABLE envelope.keyring ENABLE ALWAYS TRIGGER keyring_changed;
+ALTER TABLE envelope.keyring ENABLE ALWAYS TRIGGER keyring_row_changed;
+
+-- Key management by delegation: envelope_admin members manage keys and their privileges.
+GRANT USAGE ON SCHEMA envelope TO envelope_admin;
+GRANT EXECUTE ON FUNCTION envelope.create_key(text), envelope.rotate_key(text),
+    envelope.destroy_key(text, integer), envelope.grant_key(text, regrole, text),
+    envelope.revoke_key(text, regrole, text), envelope._encryptions(uuid),
+    envelope._key_report(uuid) TO envelope_admin;
+GRANT SELECT ON envelope.keys, envelope.key_grants TO envelope_admin;

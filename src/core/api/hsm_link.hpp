@@ -1,0 +1,57 @@
+// The keeper's connection to the HSM: a noexcept facade whose implementation (the throwing
+// Pkcs11Client) is hidden behind a pointer, so the PostgreSQL zone never sees a C++ exception
+// type. Every failure comes back as plain data.
+#pragma once
+#include "byte_view.hpp"
+#include "crypto_sizes.hpp"
+#include "hsm_types.hpp"
+
+#include <cstddef>
+#include <cstdint>
+
+namespace envelope {
+
+struct HsmResult {
+    bool ok = true;
+    Pkcs11Failure failure = Pkcs11Failure::other;
+    char message[256] = {};
+};
+
+struct HsmSettings {
+    const char *module_path;
+    const char *token_label;
+    const char *pin_file;
+    const char *kek_label;
+};
+
+class HsmLink {
+  public:
+    HsmLink() noexcept;
+    ~HsmLink();
+    HsmLink(const HsmLink &) = delete;
+    HsmLink &operator=(const HsmLink &) = delete;
+
+    // Loads the module, opens the token, logs in with the PIN file, finds the KEK.
+    HsmResult connect(const HsmSettings &settings) noexcept;
+    // Closes the session and unloads the module.
+    void disconnect() noexcept;
+    bool connected() const noexcept;
+    // False when the session stopped working (token removed, device error).
+    bool alive() noexcept;
+
+    // Generates a DEK on the token and wraps it; key_out receives the plaintext DEK.
+    HsmResult create_dek(ByteView identity, uint8_t key_out[kDekSize], uint8_t *wrapped_out,
+                         size_t wrapped_cap, size_t *wrapped_len) noexcept;
+    // Unwraps a DEK bound to identity into key_out.
+    HsmResult unwrap_dek(ByteView identity, ByteView wrapped, uint8_t key_out[kDekSize]) noexcept;
+
+  private:
+    struct Connection;  // the PKCS#11 client and the KEK handle
+    Connection *connection_ = nullptr;
+};
+
+// Identity string a DEK is wrapped under: "dek:" + 32 lowercase hex digits of its id.
+constexpr size_t kDekIdentitySize = 4 + 32 + 1;  // including the NUL
+void dek_identity(const uint8_t id[16], char out[kDekIdentitySize]) noexcept;
+
+}  // namespace envelope

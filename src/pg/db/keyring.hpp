@@ -1,0 +1,64 @@
+// Every read of envelope.keyring, and name -> key resolution. Runs in any process connected to
+// a database (sessions, loaders). Reads go straight through the table and its indexes (genam):
+// no SQL is parsed and no role is assumed, so nothing the caller controls (search_path,
+// operators, GUCs, role or database settings) can change what runs. Reads use the latest
+// committed state (plus the caller's own changes) outside parallel operations.
+#pragma once
+#include "boundary/pg_includes.hpp"
+
+#include "envelope_format.hpp"
+#include "key_table.hpp"
+
+namespace envelope::pg {
+
+enum class KeyringState { active, decrypt_only, destroyed };
+
+// Key names are 1 to 63 characters; in UTF-8 that is at most 252 bytes.
+constexpr int kKeyNameBytes = 256;
+
+struct KeyringRow {
+    bool found;
+    KeyringState state;
+    char name[kKeyNameBytes];
+    int version;
+    bytea *wrapped;  // palloc'd in the caller's context; nullptr once destroyed
+};
+
+// The keyring row of a DEK id.
+KeyringRow keyring_read(const envelope::DekId &id);
+
+// The DEK id of the active version of a named key. False if there is none. Resolutions are
+// cached per session (compared on the full name) and dropped on every keyring change.
+bool keyring_find_active(const char *name, envelope::DekId &out);
+
+// Ids of destroyed key versions, palloc'd in the current context.
+int keyring_destroyed_ids(envelope::DekId **out);
+
+// Keys a loader hands to the keeper at start-up, palloc'd in the current context.
+struct LoadableKey {
+    envelope::DekId id;
+    envelope::KeyUse use;
+    bytea *wrapped;
+    char *description;  // "name (version N)" for messages
+};
+int keyring_loadable_keys(LoadableKey **out);
+
+// True once after each change of the keyring seen by this session (and at session start).
+bool keyring_take_change();
+
+// Roles granted `privilege` ("encrypt" or "decrypt") on key `key_name`, from
+// envelope.key_privileges (grantees are stored by role name; names that no longer exist are
+// skipped). Returns how many were written to out (at most room); -1 when this database's
+// extension predates key privileges (0.1.0, where every role may use every key).
+int keyring_grantees(const char *key_name, const char *privilege, Oid *out, int room);
+
+// Bumped whenever envelope.key_privileges changes (a relcache invalidation on it).
+uint64 keyring_grants_epoch();
+
+// True if the extension is installed in this database (no error otherwise).
+bool keyring_installed();
+
+// "key "NAME" version N (uuid)" for messages, into out.
+void describe_key(const KeyringRow &row, const envelope::DekId &id, char *out, size_t out_size);
+
+}  // namespace envelope::pg

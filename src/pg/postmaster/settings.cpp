@@ -1,0 +1,79 @@
+// Defines the envelope.* configuration parameters.
+#include "postmaster/settings.hpp"
+#include "shmem/key_cache.hpp"
+
+namespace envelope::pg {
+
+char *setting_pkcs11_module = nullptr;
+char *setting_token_label = nullptr;
+char *setting_pin_file = nullptr;
+char *setting_kek_label = nullptr;
+int setting_request_timeout_ms = 10000;
+char *setting_default_key = nullptr;
+int setting_pad_block = 16;
+int setting_io_mode = io_plaintext;
+int setting_nonce_warning_threshold = 1 << 30;
+
+namespace {
+const struct config_enum_entry io_mode_options[] = {
+    {"plaintext", io_plaintext, false},
+    {"sealed", io_sealed, false},
+    {nullptr, 0, false},
+};
+
+bool check_pad_block(int *newval, void **, GucSource) {
+    if (*newval > 1 && (*newval & (*newval - 1)) != 0) {
+        GUC_check_errdetail("envelope.pad_block must be 0 (off) or a power of two.");
+        return false;
+    }
+    return true;
+}
+}  // namespace
+
+void define_settings() {
+    DefineCustomStringVariable("envelope.pkcs11_module",
+                               "Path of the PKCS#11 module the keeper loads.", nullptr,
+                               &setting_pkcs11_module, "/usr/lib/softhsm/libsofthsm2.so",
+                               PGC_SIGHUP, GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
+    DefineCustomStringVariable("envelope.token_label",
+                               "Label of the PKCS#11 token that holds the KEK.", nullptr,
+                               &setting_token_label, "pg_envelope", PGC_SIGHUP, GUC_SUPERUSER_ONLY,
+                               nullptr, nullptr, nullptr);
+    DefineCustomStringVariable(
+        "envelope.pin_file",
+        "File holding the token's user PIN (readable only by the server user).", nullptr,
+        &setting_pin_file, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
+    DefineCustomStringVariable("envelope.kek_label",
+                               "CKA_LABEL of the key-encryption key inside the token.", nullptr,
+                               &setting_kek_label, "pg_envelope-kek", PGC_SIGHUP,
+                               GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable(
+        "envelope.max_keys", "Number of data keys the shared-memory cache can hold.", nullptr,
+        &max_keys_setting, 1024, 16, 1000000, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable("envelope.request_timeout",
+                            "How long a backend waits for the keeper to unwrap or create a key.",
+                            nullptr, &setting_request_timeout_ms, 10000, 100, 600000, PGC_SUSET,
+                            GUC_UNIT_MS, nullptr, nullptr, nullptr);
+    DefineCustomStringVariable("envelope.default_key",
+                               "Key name used by encrypted_text input and by encrypt() when no "
+                               "key is named.",
+                               nullptr, &setting_default_key, "default", PGC_USERSET, 0, nullptr,
+                               nullptr, nullptr);
+    DefineCustomIntVariable(
+        "envelope.pad_block",
+        "Plaintext is padded to a multiple of this many bytes before sealing (0 = off).", nullptr,
+        &setting_pad_block, 16, 0, 4096, PGC_USERSET, 0, check_pad_block, nullptr, nullptr);
+    DefineCustomEnumVariable(
+        "envelope.io",
+        "Text and binary I/O of encrypted_text: plaintext (transparent) or sealed (ciphertext).",
+        nullptr, &setting_io_mode, io_plaintext, io_mode_options, PGC_USERSET, 0, nullptr, nullptr,
+        nullptr);
+    DefineCustomIntVariable(
+        "envelope.nonce_warning_threshold",
+        "Encryptions under one data key after which a WARNING suggests rotating it.", nullptr,
+        &setting_nonce_warning_threshold, 1 << 30, 1, INT_MAX, PGC_SUSET, 0, nullptr, nullptr,
+        nullptr);
+    MarkGUCPrefixReserved("envelope");
+}
+
+}  // namespace envelope::pg

@@ -1,0 +1,21 @@
+// pg_envelope's GUCs (envelope.*), defined in _PG_init.
+#pragma once
+#include "boundary/pg_includes.hpp"
+
+namespace envelope::pg {
+
+extern char *setting_pkcs11_module;
+extern char *setting_token_label;
+extern char *setting_pin_file;
+extern char *setting_kek_label;
+extern int setting_request_timeout_ms;
+extern char *setting_default_key;
+extern int setting_pad_block;
+extern int setting_io_mode;  // IoMode
+extern int setting_nonce_warning_threshold;
+
+enum IoMode { io_plaintext = 0, io_sealed = 1 };
+
+void define_settings();
+
+}  // namespace envelope::pg

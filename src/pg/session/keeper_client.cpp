@@ -1,0 +1,246 @@
+// Requester side of the keeper protocol (queue entries, the keeper's latch, condition variables).
+#include "session/keeper_client.hpp"
+#include "postmaster/settings.hpp"
+#include "shmem/keeper_status.hpp"
+#include "shmem/shmem.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+namespace envelope::pg {
+
+namespace {
+
+constexpr int kBatch = kMaxRequests / 2;  // leave room for other backends
+
+TimestampTz deadline_from_now() {
+    return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), setting_request_timeout_ms);
+}
+
+long remaining_ms(TimestampTz deadline) {
+    long ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+    return ms;
+}
+
+[[noreturn]] void raise_timeout() {
+    ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                    errmsg("timed out waiting for the pg_envelope keeper"),
+                    errdetail("No answer within envelope.request_timeout (%d ms).",
+                              setting_request_timeout_ms),
+                    errhint("Check SELECT * FROM envelope.status() and the server log.")));
+}
+
+// Fails fast when the keeper already knows the HSM is unusable.
+void check_keeper_usable() {
+    char reason[kStatusMessageSize];
+    if (keeper_status_failed(reason)) raise_key_error(KeyError::hsm_unavailable, reason, nullptr);
+}
+
+// Claims a free entry, waiting for one until the deadline. Returns its index.
+int claim_entry(TimestampTz deadline) {
+    RequestQueue *q = request_queue();
+    for (;;) {
+        LWLockAcquire(request_queue_lock(), LW_EXCLUSIVE);
+        for (int i = 0; i < kMaxRequests; ++i) {
+            KeeperRequest &r = q->entries[i];
+            if (r.state == RequestState::free) {
+                r.state = RequestState::claimed;
+                r.requester_pid = MyProcPid;
+                LWLockRelease(request_queue_lock());
+                ConditionVariableCancelSleep();
+                return i;
+            }
+        }
+        LWLockRelease(request_queue_lock());
+        long ms = remaining_ms(deadline);
+        if (ms <= 0) {
+            ConditionVariableCancelSleep();
+            raise_timeout();
+        }
+        ConditionVariableTimedSleep(&q->entry_freed_cv, ms, PG_WAIT_EXTENSION);
+    }
+}
+
+void wake_keeper() {
+    LWLockAcquire(request_queue_lock(), LW_SHARED);
+    Latch *latch = request_queue()->keeper_latch;
+    LWLockRelease(request_queue_lock());
+    if (latch) SetLatch(latch);
+}
+
+// Gives back entries this process still holds after an error: claimed and pending ones are
+// freed, ones the keeper is working on are marked abandoned for the keeper to free.
+void release_entries(const int *entries, int count) {
+    RequestQueue *q = request_queue();
+    LWLockAcquire(request_queue_lock(), LW_EXCLUSIVE);
+    for (int i = 0; i < count; ++i) {
+        if (entries[i] < 0) continue;
+        KeeperRequest &r = q->entries[entries[i]];
+        if (r.requester_pid != MyProcPid) continue;
+        if (r.state == RequestState::working) {
+            r.state = RequestState::abandoned;
+        } else {
+            r.state = RequestState::free;
+            r.requester_pid = 0;
+        }
+    }
+    LWLockRelease(request_queue_lock());
+    ConditionVariableBroadcast(&q->entry_freed_cv);
+}
+
+// Waits until the entry is done, then copies its results with `take` and frees it.
+template <typename Take>
+void wait_done(int entry, TimestampTz deadline, Take &&take) {
+    RequestQueue *q = request_queue();
+    KeeperRequest &r = q->entries[entry];
+    for (;;) {
+        LWLockAcquire(request_queue_lock(), LW_EXCLUSIVE);
+        if (r.state == RequestState::done) {
+            take(r);
+            r.state = RequestState::free;
+            r.requester_pid = 0;
+            LWLockRelease(request_queue_lock());
+            ConditionVariableCancelSleep();
+            ConditionVariableBroadcast(&q->entry_freed_cv);
+            return;
+        }
+        LWLockRelease(request_queue_lock());
+        long ms = remaining_ms(deadline);
+        if (ms <= 0) {
+            ConditionVariableCancelSleep();
+            raise_timeout();
+        }
+        ConditionVariableTimedSleep(&r.done_cv, ms, PG_WAIT_EXTENSION);
+    }
+}
+
+void post(int entry) {
+    LWLockAcquire(request_queue_lock(), LW_EXCLUSIVE);
+    request_queue()->entries[entry].state = RequestState::pending;
+    LWLockRelease(request_queue_lock());
+}
+
+}  // namespace
+
+void raise_key_error(KeyError error, const char *message, const char *key_description) {
+    const char *what = key_description ? key_description : "the requested key";
+    switch (error) {
+        case KeyError::none:
+            return;
+        case KeyError::hsm_unavailable:
+            ereport(ERROR,
+                    (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                     errmsg("the HSM is not available to pg_envelope"), errdetail("%s", message),
+                     errhint("Check SELECT * FROM envelope.status(); fix the envelope.* "
+                             "settings or the token and reload the configuration.")));
+        case KeyError::unwrap_failed:
+            ereport(ERROR, (errcode(ERRCODE_DATA_CORRUPTED), errmsg("cannot unwrap %s", what),
+                            errdetail("%s", message),
+                            errhint("The wrapped key in envelope.keyring was modified or copied "
+                                    "from another key row; restore it from a backup.")));
+        case KeyError::cache_full:
+            ereport(ERROR, (errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+                            errmsg("the pg_envelope key cache is full"), errdetail("%s", message),
+                            errhint("Raise envelope.max_keys and restart the server.")));
+        case KeyError::malformed:
+            ereport(ERROR,
+                    (errcode(ERRCODE_DATA_CORRUPTED),
+                     errmsg("wrapped key of %s is malformed", what), errdetail("%s", message)));
+        case KeyError::internal:
+            ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR),
+                            errmsg("pg_envelope keeper failed: %s", message)));
+    }
+}
+
+void keeper_unwrap(Oid database, UnwrapItem *items, int count) {
+    ensure_preloaded();
+    check_keeper_usable();
+    RequestQueue *q = request_queue();
+    for (int base = 0; base < count; base += kBatch) {
+        const int n = std::min(kBatch, count - base);
+        int held_entries[kBatch];
+        for (int i = 0; i < n; ++i) held_entries[i] = -1;
+        int *volatile held = held_entries;
+        TimestampTz deadline = deadline_from_now();
+        PG_TRY();
+        {
+            for (int i = 0; i < n; ++i) {
+                UnwrapItem &item = items[base + i];
+                int entry = claim_entry(deadline);
+                held_entries[i] = entry;
+                KeeperRequest &r = q->entries[entry];
+                r.kind = RequestKind::unwrap;
+                r.database = database;
+                r.id = item.id;
+                r.use = item.use;
+                r.wrapped_len = std::min<uint32>(item.wrapped_len, kMaxWrapped);
+                memcpy(r.wrapped, item.wrapped, r.wrapped_len);
+                r.error = KeyError::none;
+                r.message[0] = '\0';
+                if (item.wrapped_len > kMaxWrapped) {
+                    r.wrapped_len = 0;  // the keeper reports it as malformed
+                }
+                post(entry);
+            }
+            wake_keeper();
+            for (int i = 0; i < n; ++i) {
+                UnwrapItem &item = items[base + i];
+                wait_done(held_entries[i], deadline, [&](KeeperRequest &r) {
+                    item.error = r.error;
+                    strlcpy(item.message, r.message, sizeof item.message);
+                });
+                held_entries[i] = -1;
+            }
+        }
+        PG_CATCH();
+        {
+            release_entries(held, n);
+            PG_RE_THROW();
+        }
+        PG_END_TRY();
+    }
+}
+
+void keeper_create(Oid database, const envelope::DekId &id, uint8 *wrapped_out, uint32 *wrapped_len,
+                   char kek_label_out[kKekLabelSize]) {
+    ensure_preloaded();
+    check_keeper_usable();
+    RequestQueue *q = request_queue();
+    int held_entry[1] = {-1};
+    int *volatile held = held_entry;
+    KeyError error = KeyError::none;
+    char message[kRequestMessageSize] = {};
+    TimestampTz deadline = deadline_from_now();
+    PG_TRY();
+    {
+        int entry = claim_entry(deadline);
+        held_entry[0] = entry;
+        KeeperRequest &r = q->entries[entry];
+        r.kind = RequestKind::create;
+        r.database = database;
+        r.id = id;
+        r.use = envelope::KeyUse::active;
+        r.wrapped_len = 0;
+        r.error = KeyError::none;
+        r.message[0] = '\0';
+        post(entry);
+        wake_keeper();
+        wait_done(entry, deadline, [&](KeeperRequest &done) {
+            error = done.error;
+            strlcpy(message, done.message, sizeof message);
+            *wrapped_len = done.wrapped_len;
+            memcpy(wrapped_out, done.wrapped, done.wrapped_len);
+            strlcpy(kek_label_out, done.kek_label, kKekLabelSize);
+        });
+        held_entry[0] = -1;
+    }
+    PG_CATCH();
+    {
+        release_entries(held, 1);
+        PG_RE_THROW();
+    }
+    PG_END_TRY();
+    raise_key_error(error, message, "the new key");
+}
+
+}  // namespace envelope::pg

@@ -1,0 +1,29 @@
+// Requester side of the keeper protocol (sessions and loaders): claim a queue entry, fill it
+// in, wake the keeper, wait. See shmem/request_queue.hpp for the entry life cycle.
+#pragma once
+#include "boundary/pg_includes.hpp"
+#include "shmem/request_queue.hpp"
+
+namespace envelope::pg {
+
+struct UnwrapItem {
+    envelope::DekId id;
+    envelope::KeyUse use;
+    const uint8 *wrapped;
+    uint32 wrapped_len;
+    KeyError error;                     // out
+    char message[kRequestMessageSize];  // out
+};
+
+// Asks the keeper to unwrap and cache keys of database `database`. Per-item results are written
+// back; raises an ERROR only when the keeper cannot be reached at all (timeout, not ready).
+void keeper_unwrap(Oid database, UnwrapItem *items, int count);
+
+// Asks the keeper to generate, wrap and cache a new DEK. Raises an ERROR on failure.
+void keeper_create(Oid database, const envelope::DekId &id, uint8 *wrapped_out, uint32 *wrapped_len,
+                   char kek_label_out[kKekLabelSize]);
+
+// Raises the ERROR that a request failure maps to (returns for KeyError::none).
+void raise_key_error(KeyError error, const char *message, const char *key_description);
+
+}  // namespace envelope::pg

@@ -1,0 +1,101 @@
+// A session's way to the key of a value (see session_keys.hpp).
+#include "session/session_keys.hpp"
+#include "db/keyring.hpp"
+#include "postmaster/settings.hpp"
+#include "session/keeper_client.hpp"
+#include "shmem/shmem.hpp"
+
+#include "hex.hpp"
+
+namespace envelope::pg {
+
+namespace {
+
+// Evicts cached keys whose keyring rows are destroyed, once after each keyring change. On a
+// primary destroy_key() already evicted them at commit; this covers standbys and subscribers,
+// where the keyring changes by replay or by an apply worker that fires no triggers.
+void sweep_destroyed_keys() {
+    envelope::DekId *ids = nullptr;
+    const int n = keyring_destroyed_ids(&ids);
+    for (int i = 0; i < n; ++i) {
+        if (key_cache_contains(MyDatabaseId, ids[i])) key_cache_forget(MyDatabaseId, ids[i]);
+    }
+    pfree(ids);
+}
+
+}  // namespace
+
+void load_key(const envelope::DekId &id) {
+    KeyringRow row = keyring_read(id);
+    if (!row.found) {
+        char uuid[37];
+        envelope::format_uuid(id.data(), uuid);
+        ereport(ERROR, (errcode(ERRCODE_UNDEFINED_OBJECT),
+                        errmsg("key %s does not exist in this database", uuid),
+                        errhint("The value was sealed with a key that is not in this database's "
+                                "envelope.keyring. When restoring a dump, load the data of "
+                                "envelope.keyring before the tables that use it (see the "
+                                "README, \"Backup, dump and restore\").")));
+    }
+    char description[kKeyNameBytes + 96];
+    describe_key(row, id, description, sizeof description);
+    if (row.state == KeyringState::destroyed || row.wrapped == nullptr) {
+        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                        errmsg("%s has been destroyed", description)));
+    }
+    UnwrapItem item{};
+    item.id = id;
+    item.use = row.state == KeyringState::active ? envelope::KeyUse::active
+                                                 : envelope::KeyUse::decrypt_only;
+    item.wrapped = reinterpret_cast<const uint8 *>(VARDATA_ANY(row.wrapped));
+    item.wrapped_len = VARSIZE_ANY_EXHDR(row.wrapped);
+    keeper_unwrap(MyDatabaseId, &item, 1);
+    raise_key_error(item.error, item.message, description);
+}
+
+LocalCipher *key_for_open(const envelope::DekId &id) {
+    ensure_preloaded();
+    if (unlikely(keyring_take_change())) sweep_destroyed_keys();
+    LocalCipher *k = cipher_cache_lookup(id);
+    if (!k) {
+        load_key(id);
+        k = cipher_cache_lookup(id);
+    }
+    if (!k) {
+        char uuid[37];
+        envelope::format_uuid(id.data(), uuid);
+        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                        errmsg("key %s was removed from the cache while loading it", uuid),
+                        errhint("Retry the statement.")));
+    }
+    return k;
+}
+
+LocalCipher *key_for_seal(const char *name) {
+    ensure_preloaded();
+    if (name == nullptr) name = setting_default_key;
+    envelope::DekId id;
+    if (!keyring_find_active(name, id)) {
+        ereport(ERROR, (errcode(ERRCODE_UNDEFINED_OBJECT),
+                        errmsg("key \"%s\" does not exist or has no active version", name),
+                        errhint("Create it with envelope.create_key(), or set "
+                                "envelope.default_key to an existing key.")));
+    }
+    return key_for_open(id);
+}
+
+void count_seal(LocalCipher *key) {
+    const uint64 n = key_cache_count_encryption(MyDatabaseId, key->id);
+    if (n < static_cast<uint64>(setting_nonce_warning_threshold) || key->nonce_warned) return;
+    key->nonce_warned = true;
+    char uuid[37];
+    envelope::format_uuid(key->id.data(), uuid);
+    ereport(WARNING,
+            (errmsg("data key %s has sealed %llu values", uuid, static_cast<unsigned long long>(n)),
+             errdetail("Random 96-bit nonces allow about 2^32 encryptions per key; "
+                       "envelope.nonce_warning_threshold is %d.",
+                       setting_nonce_warning_threshold),
+             errhint("Rotate the key with envelope.rotate_key().")));
+}
+
+}  // namespace envelope::pg

@@ -1,0 +1,139 @@
+// The shared DEK cache (see key_cache.hpp). cache lock: shared for lookups, exclusive for
+// changes. The region is kept out of core dumps and locked in RAM where the OS allows.
+#include "shmem/key_cache.hpp"
+#include "shmem/shmem.hpp"
+
+#include "hkdf.hpp"
+
+#include <new>
+
+namespace envelope::pg {
+
+int max_keys_setting = 1024;
+
+namespace {
+
+alignas(envelope::KeyTable) unsigned char table_storage[sizeof(envelope::KeyTable)];
+envelope::KeyTable *table = nullptr;
+
+uint32 capacity_setting() {
+    return static_cast<uint32>(max_keys_setting);
+}
+
+LWLock *cache_lock() {
+    return shared_lock(SharedLock::key_cache);
+}
+
+// Runs fn(table) under the cache lock in the given mode.
+template <typename Fn>
+auto with_cache(LWLockMode mode, Fn &&fn) {
+    LWLockAcquire(cache_lock(), mode);
+    auto result = fn(*table);
+    LWLockRelease(cache_lock());
+    return result;
+}
+
+}  // namespace
+
+Size key_cache_shmem_size() {
+    return envelope::KeyTable::bytes_needed(capacity_setting());
+}
+
+void key_cache_shmem_attach() {
+    bool found = false;
+    void *region = ShmemInitStruct("pg_envelope key cache", key_cache_shmem_size(), &found);
+    table = new (table_storage) envelope::KeyTable(region, capacity_setting(), !found);
+    if (!found) protect_secret_pages(region, key_cache_shmem_size(), "key cache");
+}
+
+uint64 key_cache_generation() {
+    return table->generation();
+}
+
+bool key_cache_contains(Oid database, const DekId &id) {
+    return with_cache(LW_SHARED, [&](envelope::KeyTable &t) { return t.find(database, id) >= 0; });
+}
+
+bool key_cache_install(Oid database, const DekId &id, const uint8 key[envelope::kDekSize],
+                       KeyUse use, uint64 encryptions_so_far) {
+    return with_cache(LW_EXCLUSIVE, [&](envelope::KeyTable &t) {
+        return t.insert(database, id, key, use, encryptions_so_far, nullptr) !=
+               envelope::KeyTable::InsertResult::full;
+    });
+}
+
+void key_cache_forget(Oid database, const DekId &id) {
+    with_cache(LW_EXCLUSIVE, [&](envelope::KeyTable &t) { return t.remove(database, id); });
+}
+
+void key_cache_forget_database(Oid database) {
+    with_cache(LW_EXCLUSIVE, [&](envelope::KeyTable &t) { return t.remove_database(database); });
+}
+
+bool key_cache_key_cipher(Oid database, const DekId &id, CachedKeyState &known,
+                          envelope::AesGcmKey &cipher) {
+    bool ok = with_cache(LW_SHARED, [&](envelope::KeyTable &t) {
+        int index = t.find(database, id);
+        if (index < 0) return false;
+        const envelope::KeyEntry &e = t.entry(index);
+        known.use = e.use;
+        if (e.change_count == known.change_count && cipher.ready()) return true;
+        known.change_count = e.change_count;
+        cipher.reset();
+        return cipher.init(e.key);  // noexcept: no C++ exception under the lock
+    });
+    if (!ok) cipher.reset();
+    return ok;
+}
+
+uint64 key_cache_count_encryption(Oid database, const DekId &id) {
+    // Under the shared lock: entries move only under the exclusive one.
+    return with_cache(LW_SHARED, [&](envelope::KeyTable &t) -> uint64 {
+        int index = t.find(database, id);
+        if (index < 0) return 0;
+        return t.entry(index).encryptions.fetch_add(1, std::memory_order_relaxed) + 1;
+    });
+}
+
+int64 key_cache_encryptions(Oid database, const DekId &id) {
+    return with_cache(LW_SHARED, [&](envelope::KeyTable &t) -> int64 {
+        int index = t.find(database, id);
+        if (index < 0) return -1;
+        return static_cast<int64>(t.entry(index).encryptions.load(std::memory_order_relaxed));
+    });
+}
+
+bool key_cache_check_value(Oid database, const DekId &id, char out[17], bool *ok) {
+    return with_cache(LW_SHARED, [&](envelope::KeyTable &t) {
+        int index = t.find(database, id);
+        if (index < 0) return false;
+        *ok = envelope::key_check_value(t.entry(index).key, out);
+        return true;
+    });
+}
+
+KeyCacheCounts key_cache_counts(Oid database) {
+    return with_cache(LW_SHARED, [&](envelope::KeyTable &t) {
+        return KeyCacheCounts{static_cast<int>(t.count_database(database)),
+                              static_cast<int>(t.used()), static_cast<int>(t.capacity())};
+    });
+}
+
+int key_cache_copy_counts(CachedKeyCount *out, int room) {
+    return with_cache(LW_SHARED, [&](envelope::KeyTable &t) {
+        int n = 0;
+        for (uint32 i = 0; i < t.buckets() && n < room; ++i) {
+            const envelope::KeyEntry &e = t.entry(static_cast<int>(i));
+            if (e.occupancy != envelope::Occupancy::live) continue;
+            out[n++] =
+                CachedKeyCount{e.database, e.id, e.encryptions.load(std::memory_order_relaxed)};
+        }
+        return n;
+    });
+}
+
+int key_cache_capacity() {
+    return static_cast<int>(capacity_setting());
+}
+
+}  // namespace envelope::pg

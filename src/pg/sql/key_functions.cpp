@@ -1,0 +1,94 @@
+// SQL functions behind key management: new wrapped DEKs, key check values, encryption counts
+// and cache eviction (the plpgsql key functions in sql/ call these).
+#include "boundary/guard.hpp"
+#include "session/keeper_client.hpp"
+#include "session/session_keys.hpp"
+#include "session/xact_eviction.hpp"
+#include "shmem/key_cache.hpp"
+#include "shmem/shmem.hpp"
+
+#include <cstring>
+
+using namespace envelope::pg;
+
+namespace {
+
+envelope::DekId dek_id_arg(FunctionCallInfo fcinfo, int n) {
+    envelope::DekId id;
+    pg_uuid_t *u = PG_GETARG_UUID_P(n);
+    memcpy(id.data(), u->data, UUID_LEN);
+    return id;
+}
+
+TupleDesc composite_result(FunctionCallInfo fcinfo) {
+    TupleDesc desc;
+    if (get_call_result_type(fcinfo, nullptr, &desc) != TYPEFUNC_COMPOSITE) {
+        ereport(ERROR, (errcode(ERRCODE_DATATYPE_MISMATCH),
+                        errmsg("function returning a record called in a context that cannot "
+                               "accept it")));
+    }
+    return BlessTupleDesc(desc);
+}
+
+}  // namespace
+
+// envelope._new_wrapped_dek(id uuid, OUT wrapped_dek bytea, OUT kek_label text):
+// the keeper generates a DEK on the token, wraps it bound to id, and caches it.
+ENVELOPE_SQL_FUNCTION(envelope_new_wrapped_dek) {
+    envelope::DekId id = dek_id_arg(fcinfo, 0);
+    TupleDesc desc = composite_result(fcinfo);
+    // A standby (or read-only transaction) must not create keys it can never store.
+    PreventCommandIfReadOnly("envelope.create_key() or envelope.rotate_key()");
+    uint8 wrapped[kMaxWrapped];
+    uint32 len = 0;
+    char kek[kKekLabelSize] = {};
+    keeper_create(MyDatabaseId, id, wrapped, &len, kek);
+    // The keeper cached the new key already; if its keyring row never commits, drop it again.
+    evict_at_transaction_end(id, EvictWhen::on_abort);
+    bytea *b = static_cast<bytea *>(palloc(VARHDRSZ + len));
+    SET_VARSIZE(b, VARHDRSZ + len);
+    memcpy(VARDATA(b), wrapped, len);
+    Datum v[2] = {PointerGetDatum(b), CStringGetTextDatum(kek)};
+    bool n[2] = {false, false};
+    return HeapTupleGetDatum(heap_form_tuple(desc, v, n));
+}
+
+// envelope._key_check_value(id uuid) -> text: public fingerprint of the DEK (loads it if needed).
+ENVELOPE_SQL_FUNCTION(envelope_key_check_value) {
+    envelope::DekId id = dek_id_arg(fcinfo, 0);
+    ensure_preloaded();
+    for (int attempt = 0;; ++attempt) {
+        char kcv[17];
+        bool ok = false;
+        if (key_cache_check_value(MyDatabaseId, id, kcv, &ok)) {
+            if (!ok) {
+                ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR),
+                                errmsg("pg_envelope: computing the key check value failed")));
+            }
+            PG_RETURN_TEXT_P(cstring_to_text(kcv));
+        }
+        if (attempt > 0) {
+            ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                            errmsg("the key left the cache while it was being loaded"),
+                            errhint("Retry the statement.")));
+        }
+        load_key(id);
+    }
+}
+
+// envelope._encryptions(id uuid) -> bigint: values sealed under the key (NULL if not cached).
+ENVELOPE_SQL_FUNCTION(envelope_encryptions) {
+    envelope::DekId id = dek_id_arg(fcinfo, 0);
+    ensure_preloaded();
+    int64 n = key_cache_encryptions(MyDatabaseId, id);
+    if (n < 0) PG_RETURN_NULL();
+    PG_RETURN_INT64(n);
+}
+
+// envelope._forget_key(id uuid): drops a key from the shared cache (its bytes are wiped).
+ENVELOPE_SQL_FUNCTION(envelope_forget_key) {
+    envelope::DekId id = dek_id_arg(fcinfo, 0);
+    ensure_preloaded();
+    key_cache_forget(MyDatabaseId, id);
+    PG_RETURN_VOID();
+}
