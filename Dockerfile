@@ -2,7 +2,8 @@
 #   build    Debian 12 + dev packages, builds and installs the extension (script/build)
 #   test     runs every suite exactly as CI does (script/test)
 #   runtime  PostgreSQL 15 + SoftHSM2 only, the installed extension and provisioning tool;
-#            the entrypoint provisions the token from PIN secrets, then runs postgres.
+#            the entrypoint provisions the token from PIN secrets, then runs postgres; healthy
+#            once envelope.status() says the keeper is ready (docker/healthcheck.sh).
 #
 #   docker build --target test .                       # CI-equivalent run
 #   docker build -t pg_envelope .                      # runtime image (last stage)
@@ -12,7 +13,7 @@
 #     -v $PWD/secrets/hsm_so_pin:/run/secrets/hsm_so_pin:ro \
 #     -v $PWD/secrets/pg_password:/run/secrets/pg_password:ro -e POSTGRES_PASSWORD_FILE=/run/secrets/pg_password \
 #     pg_envelope
-# (or use `secrets:` in docker compose; the files end up at the same paths).
+# or `docker compose up -d` / `podman-compose up -d` with compose.yaml (PINs as compose secrets).
 
 FROM debian:12 AS build
 ENV DEBIAN_FRONTEND=noninteractive
@@ -41,6 +42,9 @@ COPY --from=build /usr/local/bin/pg_envelope_provision /usr/local/bin/
 COPY hsm/provision-softhsm hsm/softhsm2.conf.in /usr/local/share/pg_envelope/hsm/
 COPY docker/pg_envelope.conf /etc/pg_envelope/pg_envelope.conf
 COPY docker/entrypoint.sh /usr/local/bin/pg_envelope-entrypoint
+# The health check asks envelope.status() through script/common.sh's keeper_state.
+COPY script/common.sh /usr/local/share/pg_envelope/script/common.sh
+COPY docker/healthcheck.sh /usr/local/bin/pg_envelope-healthcheck
 
 ENV PATH=/usr/lib/postgresql/15/bin:$PATH \
     PGDATA=/var/lib/postgresql/data \
@@ -59,5 +63,7 @@ RUN mkdir -p "$HSM_DIR" "$PGDATA" /run/pg_envelope /run/postgresql \
 VOLUME ["/var/lib/pg_envelope/hsm", "/var/lib/postgresql/data"]
 EXPOSE 5432
 STOPSIGNAL SIGINT
+HEALTHCHECK --interval=10s --timeout=10s --start-period=60s --retries=5 \
+  CMD ["/usr/local/bin/pg_envelope-healthcheck"]
 ENTRYPOINT ["/usr/local/bin/pg_envelope-entrypoint"]
 CMD ["postgres"]
