@@ -100,6 +100,56 @@ REVOKE ALL ON envelope.key_grants FROM PUBLIC;
 ALTER TABLE envelope.keyring ENABLE ALWAYS TRIGGER keyring_changed;
 ALTER TABLE envelope.keyring ENABLE ALWAYS TRIGGER keyring_row_changed;
 
+-- Shredding holds: key states only move forward (active -> decrypt_only -> destroyed), a row
+-- keeps its id, name and version, and rows are never deleted or truncated (DROP EXTENSION
+-- removes the keyring whole). Enforced in replica mode too.
+CREATE FUNCTION envelope._keyring_guard() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    rank_old integer;
+    rank_new integer;
+BEGIN
+    IF TG_OP = 'DELETE' OR TG_OP = 'TRUNCATE' THEN
+        RAISE EXCEPTION 'rows of envelope.keyring cannot be deleted'
+            USING ERRCODE = 'restrict_violation',
+                  DETAIL = 'A deleted keyring row could be restored from a backup and undo a destroy.',
+                  HINT = 'Destroy a key version with envelope.destroy_key(); DROP EXTENSION removes the whole keyring.';
+    END IF;
+    IF NEW.id IS DISTINCT FROM OLD.id OR NEW.name IS DISTINCT FROM OLD.name
+       OR NEW.version IS DISTINCT FROM OLD.version THEN
+        RAISE EXCEPTION 'the id, name and version of a keyring row cannot change'
+            USING ERRCODE = 'restrict_violation';
+    END IF;
+    rank_old := array_position(ARRAY['active', 'decrypt_only', 'destroyed'], OLD.state);
+    rank_new := array_position(ARRAY['active', 'decrypt_only', 'destroyed'], NEW.state);
+    IF rank_new < rank_old THEN
+        RAISE EXCEPTION 'key "%" version % cannot go from % back to %', OLD.name, OLD.version,
+            OLD.state, NEW.state
+            USING ERRCODE = 'restrict_violation',
+                  DETAIL = 'Key states only move forward: active, decrypt_only, destroyed.',
+                  HINT = 'Create a new version with envelope.rotate_key().';
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION envelope._keyring_guard() IS
+  'Internal: key states only move forward; keyring rows are never deleted or truncated';
+REVOKE ALL ON FUNCTION envelope._keyring_guard() FROM PUBLIC;
+CREATE TRIGGER keyring_guard_rows BEFORE UPDATE OR DELETE ON envelope.keyring
+    FOR EACH ROW EXECUTE FUNCTION envelope._keyring_guard();
+CREATE TRIGGER keyring_guard_truncate BEFORE TRUNCATE ON envelope.keyring
+    FOR EACH STATEMENT EXECUTE FUNCTION envelope._keyring_guard();
+ALTER TABLE envelope.keyring ENABLE ALWAYS TRIGGER keyring_guard_rows;
+ALTER TABLE envelope.keyring ENABLE ALWAYS TRIGGER keyring_guard_truncate;
+
+CREATE FUNCTION envelope.verify(tbl regclass, col name, context_expr text DEFAULT NULL,
+    OUT key_name text, OUT key_version integer, OUT key_id uuid, OUT opened bigint,
+    OUT unchecked bigint, OUT destroyed bigint, OUT failed bigint)
+    RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'envelope_verify' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION envelope.verify(regclass, name, text) IS
+  'Opens every value of an encrypted_text or bytea column and counts, per key version, values that open, cannot be checked without a context, are under a destroyed key, or fail (context_expr: SQL over the row giving its context)';
+
 -- Key management by delegation: envelope_admin members manage keys and their privileges.
 GRANT USAGE ON SCHEMA envelope TO envelope_admin;
 GRANT EXECUTE ON FUNCTION envelope.create_key(text), envelope.rotate_key(text),

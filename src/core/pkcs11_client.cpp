@@ -179,8 +179,13 @@ const RvEntry kRvExplanations[] = {
     {CKR_FUNCTION_REJECTED, "the token rejected the function"},
 };
 
+// Failures after which the session or object handles may be stale (the token was removed,
+// reloaded or restarted): the keeper reconnects and retries once.
 bool is_device_failure(CK_RV rv) {
     switch (rv) {
+        case CKR_OBJECT_HANDLE_INVALID:
+        case CKR_KEY_HANDLE_INVALID:
+        case CKR_USER_NOT_LOGGED_IN:
         case CKR_DEVICE_ERROR:
         case CKR_DEVICE_MEMORY:
         case CKR_DEVICE_REMOVED:

@@ -17,7 +17,7 @@ enum class Pkcs11Failure {
     key_not_found,    // no secret key object with that label (or more than one)
     unwrap_auth,      // wrapped DEK failed authentication: corrupted or other identity
     malformed,        // wrapped blob has the wrong length or version
-    device,           // token removed, device error, session closed
+    device,           // token removed, device error, session closed, stale handles
     other,
 };
 const char *pkcs11_failure_name(Pkcs11Failure f) noexcept;

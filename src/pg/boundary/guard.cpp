@@ -5,6 +5,42 @@
 
 namespace envelope::pg {
 
+int sql_entry_depth = 0;
+
+namespace {
+
+emit_log_hook_type previous_emit_log_hook = nullptr;
+
+void hide_values_from_log(ErrorData *edata) {
+    if (sql_entry_depth > 0 && edata->elevel >= WARNING) {
+        edata->hide_stmt = true;
+        edata->hide_ctx = true;
+    }
+    if (previous_emit_log_hook) previous_emit_log_hook(edata);
+}
+
+void reset_entry_depth(XactEvent event, void *) {
+    switch (event) {
+        case XACT_EVENT_COMMIT:
+        case XACT_EVENT_PARALLEL_COMMIT:
+        case XACT_EVENT_ABORT:
+        case XACT_EVENT_PARALLEL_ABORT:
+        case XACT_EVENT_PREPARE:
+            sql_entry_depth = 0;
+            break;
+        default:
+            break;
+    }
+}
+
+}  // namespace
+
+void install_log_filter() {
+    previous_emit_log_hook = emit_log_hook;
+    emit_log_hook = hide_values_from_log;
+    RegisterXactCallback(reset_entry_depth, nullptr);
+}
+
 void record_current_exception(EntryFailure &failure) noexcept {
     failure.failed = true;
     try {

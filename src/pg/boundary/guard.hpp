@@ -130,14 +130,29 @@ auto pg_call(Fn &&fn) -> decltype(fn()) {
 
 }  // namespace envelope::pg
 
+namespace envelope::pg {
+
+// How many SQL entry points of pg_envelope are running in this process. While it is above
+// zero, every message of level WARNING or above is written to the server log without its
+// STATEMENT and CONTEXT lines, which can quote a plaintext value (an INSERT's literal, a COPY
+// line); the client still receives them. An ERROR leaves the count raised until the
+// transaction ends (more hiding, never less); xact_end resets it.
+extern int sql_entry_depth;
+void install_log_filter();  // from _PG_init
+
+}  // namespace envelope::pg
+
 // Declares a SQL-callable function whose body is C++ run under guarded().
-#define ENVELOPE_SQL_FUNCTION(name)                                               \
-    extern "C" {                                                                  \
-    PGDLLEXPORT Datum name(PG_FUNCTION_ARGS);                                     \
-    PG_FUNCTION_INFO_V1(name);                                                    \
-    }                                                                             \
-    static Datum name##_body([[maybe_unused]] FunctionCallInfo fcinfo);           \
-    Datum name(PG_FUNCTION_ARGS) {                                                \
-        return envelope::pg::guarded(#name, [&] { return name##_body(fcinfo); }); \
-    }                                                                             \
+#define ENVELOPE_SQL_FUNCTION(name)                                                       \
+    extern "C" {                                                                          \
+    PGDLLEXPORT Datum name(PG_FUNCTION_ARGS);                                             \
+    PG_FUNCTION_INFO_V1(name);                                                            \
+    }                                                                                     \
+    static Datum name##_body([[maybe_unused]] FunctionCallInfo fcinfo);                   \
+    Datum name(PG_FUNCTION_ARGS) {                                                        \
+        ++envelope::pg::sql_entry_depth;                                                  \
+        Datum result = envelope::pg::guarded(#name, [&] { return name##_body(fcinfo); }); \
+        --envelope::pg::sql_entry_depth;                                                  \
+        return result;                                                                    \
+    }                                                                                     \
     static Datum name##_body([[maybe_unused]] FunctionCallInfo fcinfo)

@@ -137,6 +137,17 @@ KeyringState parse_state(const char *s) {
     return KeyringState::destroyed;
 }
 
+// The latest committed state of a row (plus this transaction's own changes), never what an
+// older snapshot of the caller shows: a fresh MVCC snapshot, or inside a parallel operation
+// (which cannot take one) SnapshotSelf, which judges each row by its current commit status.
+Snapshot latest_state_snapshot() {
+    return IsInParallelMode() ? SnapshotSelf : RegisterSnapshot(GetLatestSnapshot());
+}
+
+void release_snapshot(Snapshot snapshot) {
+    if (snapshot != SnapshotSelf) UnregisterSnapshot(snapshot);
+}
+
 enum class ScanBy { everything, id, name };
 
 // One scan of the keyring under the latest snapshot: fn(tuple, desc, columns) for each row
@@ -155,17 +166,14 @@ void scan_keyring(ScanBy by, ScanKey key, Fn &&fn) {
         key->sk_attno = by == ScanBy::id ? cols.id : cols.name;
         nkeys = 1;
     }
-    // The latest committed state; a parallel operation cannot take a new snapshot, so its
-    // processes read under the transaction's (the leader's) snapshot instead.
-    Snapshot snapshot =
-        RegisterSnapshot(IsInParallelMode() ? GetTransactionSnapshot() : GetLatestSnapshot());
+    Snapshot snapshot = latest_state_snapshot();
     SysScanDesc scan = systable_beginscan(rel, index, OidIsValid(index), snapshot, nkeys, key);
     HeapTuple tuple;
     while (HeapTupleIsValid(tuple = systable_getnext(scan))) {
         if (!fn(tuple, desc, cols)) break;
     }
     systable_endscan(scan);
-    UnregisterSnapshot(snapshot);
+    release_snapshot(snapshot);
     table_close(rel, AccessShareLock);
 }
 
@@ -206,8 +214,7 @@ int keyring_grantees(const char *key_name, const char *privilege, Oid *out, int 
     ScanKeyData key;
     ScanKeyEntryInitialize(&key, 0, key_att, BTEqualStrategyNumber, InvalidOid,
                            DEFAULT_COLLATION_OID, F_TEXTEQ, CStringGetTextDatum(key_name));
-    Snapshot snapshot =
-        RegisterSnapshot(IsInParallelMode() ? GetTransactionSnapshot() : GetLatestSnapshot());
+    Snapshot snapshot = latest_state_snapshot();
     SysScanDesc scan = systable_beginscan(rel, rels.grants_by_key, true, snapshot, 1, &key);
     int n = 0;
     HeapTuple t;
@@ -220,7 +227,7 @@ int keyring_grantees(const char *key_name, const char *privilege, Oid *out, int 
         if (OidIsValid(role)) out[n++] = role;
     }
     systable_endscan(scan);
-    UnregisterSnapshot(snapshot);
+    release_snapshot(snapshot);
     table_close(rel, AccessShareLock);
     return n;
 }

@@ -2,7 +2,7 @@
 // a database (sessions, loaders). Reads go straight through the table and its indexes (genam):
 // no SQL is parsed and no role is assumed, so nothing the caller controls (search_path,
 // operators, GUCs, role or database settings) can change what runs. Reads use the latest
-// committed state (plus the caller's own changes) outside parallel operations.
+// committed state (plus the caller's own changes), also in parallel workers.
 #pragma once
 #include "boundary/pg_includes.hpp"
 

@@ -28,14 +28,21 @@ char connected_pin_file[MAXPGPATH];
 char connected_kek[kLabelSize];
 int backoff_ms = 1000;
 TimestampTz next_attempt = 0;
-constexpr int kMaxBackoffMs = 30000;
+// A wrong PIN is retried slowly (tokens lock after a few wrong PINs); a missing or failing
+// device quickly, so a short outage ends within seconds of the token coming back.
+constexpr int kMaxLoginBackoffMs = 30000;
+constexpr int kMaxDeviceBackoffMs = 2000;
 constexpr long kHealthCheckMs = 5000;
 constexpr long kCountsSaveMs = 10000;
 TimestampTz last_counts_save = 0;
 TimestampTz last_health_check = 0;
 char last_logged_error[kStatusMessageSize];
 
-void record_failure(const char *message, bool kek_found) {
+void record_failure(const char *message, bool kek_found,
+                    envelope::Pkcs11Failure kind = envelope::Pkcs11Failure::device) {
+    const bool login =
+        kind == envelope::Pkcs11Failure::login || kind == envelope::Pkcs11Failure::pin_file;
+    backoff_ms = Min(backoff_ms, login ? kMaxLoginBackoffMs : kMaxDeviceBackoffMs);
     next_attempt = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), backoff_ms);
     keeper_status_failure(message, kek_found, next_attempt);
     // Log each distinct reason once, not on every retry.
@@ -45,7 +52,7 @@ void record_failure(const char *message, bool kek_found) {
                       errhint("Retrying with backoff; fix the envelope.* settings or the token "
                               "and reload the configuration.")));
     }
-    backoff_ms = Min(backoff_ms * 2, kMaxBackoffMs);
+    backoff_ms = Min(backoff_ms * 2, login ? kMaxLoginBackoffMs : kMaxDeviceBackoffMs);
 }
 
 bool settings_changed() {
@@ -55,7 +62,8 @@ bool settings_changed() {
            strcmp(connected_kek, setting_kek_label) != 0;
 }
 
-void try_connect() {
+// Loads the module, logs in and finds the KEK. On failure the status says why.
+bool connect_hsm() {
     keeper_status_connecting(setting_pkcs11_module, setting_token_label, setting_kek_label);
     strlcpy(connected_module, setting_pkcs11_module, sizeof connected_module);
     strlcpy(connected_token, setting_token_label, sizeof connected_token);
@@ -63,28 +71,48 @@ void try_connect() {
     strlcpy(connected_kek, setting_kek_label, sizeof connected_kek);
 
     if (setting_pin_file[0] == '\0') {
-        record_failure("envelope.pin_file is not set", false);
-        return;
+        record_failure("envelope.pin_file is not set", false, envelope::Pkcs11Failure::pin_file);
+        return false;
     }
     envelope::HsmSettings hs{setting_pkcs11_module, setting_token_label, setting_pin_file,
                              setting_kek_label};
     envelope::HsmResult r = hsm.connect(hs);
     if (!r.ok) {
-        record_failure(r.message, false);
-        return;
+        record_failure(r.message, false, r.failure);
+        return false;
     }
     backoff_ms = 1000;
     last_logged_error[0] = '\0';
-    keeper_status_connected();
+    keeper_status_connected(!load_scheduler_active());
     ereport(LOG, (errmsg("pg_envelope keeper: logged in to token \"%s\", KEK \"%s\" found",
                          setting_token_label, setting_kek_label)));
     last_health_check = GetCurrentTimestamp();
-    load_scheduler_start();
+    return true;
+}
+
+void try_connect() {
+    if (connect_hsm()) load_scheduler_start();
 }
 
 void disconnect(const char *why) {
     hsm.disconnect();
     if (why) record_failure(why, false);
+}
+
+// A failed HSM operation can mean only that the session or object handles went stale (the
+// token was removed and came back, or reloaded): reconnect once and retry the operation once.
+// A wrapped key that does not authenticate is the key's problem, not the token's. If
+// reconnecting fails, the status says why and the keeper keeps retrying with a short backoff.
+template <typename Operation>
+envelope::HsmResult with_reconnect(Operation &&operation) {
+    envelope::HsmResult r = operation();
+    if (r.ok || r.failure == envelope::Pkcs11Failure::unwrap_auth ||
+        r.failure == envelope::Pkcs11Failure::malformed)
+        return r;
+    ereport(LOG, (errmsg("pg_envelope keeper: %s; reconnecting to the token", r.message)));
+    hsm.disconnect();
+    if (!connect_hsm()) return r;
+    return operation();
 }
 
 // Unwraps or creates one DEK and installs it in the shared cache. Runs without any lock held;
@@ -112,24 +140,29 @@ void perform(const KeeperRequest &in, KeeperRequest &out) {
                      in.wrapped_len, envelope::kWrappedDekSize);
             return;
         }
-        envelope::HsmResult r = hsm.unwrap_dek(identity_view, {in.wrapped, in.wrapped_len}, key);
+        envelope::HsmResult r = with_reconnect([&] {
+            return hsm.unwrap_dek(identity_view, {in.wrapped, in.wrapped_len}, key);
+        });
         if (!r.ok) {
             out.error = r.failure == envelope::Pkcs11Failure::unwrap_auth ||
                                 r.failure == envelope::Pkcs11Failure::malformed
                             ? KeyError::unwrap_failed
                             : KeyError::hsm_unavailable;
             strlcpy(out.message, r.message, sizeof out.message);
-            if (out.error == KeyError::hsm_unavailable && !hsm.alive()) disconnect(r.message);
+            if (out.error == KeyError::hsm_unavailable && hsm.connected() && !hsm.alive())
+                disconnect(r.message);
             return;
         }
     } else {
         size_t wrapped_len = 0;
-        envelope::HsmResult r =
-            hsm.create_dek(identity_view, key, out.wrapped, sizeof out.wrapped, &wrapped_len);
+        envelope::HsmResult r = with_reconnect([&] {
+            return hsm.create_dek(identity_view, key, out.wrapped, sizeof out.wrapped,
+                                  &wrapped_len);
+        });
         if (!r.ok) {
             out.error = KeyError::hsm_unavailable;
             strlcpy(out.message, r.message, sizeof out.message);
-            if (!hsm.alive()) disconnect(r.message);
+            if (hsm.connected() && !hsm.alive()) disconnect(r.message);
             return;
         }
         out.wrapped_len = static_cast<uint32>(wrapped_len);
@@ -175,6 +208,7 @@ void keeper_loop() {
             last_health_check = now;
             if (!hsm.alive()) disconnect("the token stopped answering (removed or failed)");
         }
+        request_service_reclaim();
         request_service_serve(perform);
         if (hsm.connected()) load_scheduler_drive();
         if (TimestampDifferenceExceeds(last_counts_save, now, kCountsSaveMs)) {

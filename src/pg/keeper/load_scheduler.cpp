@@ -68,6 +68,10 @@ void load_scheduler_start() {
     keeper_status_loading();
 }
 
+bool load_scheduler_active() {
+    return loading;
+}
+
 void load_scheduler_drive() {
     if (loader != nullptr) {
         pid_t pid;

@@ -5,7 +5,8 @@
 
 namespace envelope::pg {
 
-void load_scheduler_start();  // after a successful connection to the HSM
-void load_scheduler_drive();  // each keeper loop iteration while connected
+void load_scheduler_start();   // after a successful connection to the HSM
+void load_scheduler_drive();   // each keeper loop iteration while connected
+bool load_scheduler_active();  // start-up loading has not finished
 
 }  // namespace envelope::pg

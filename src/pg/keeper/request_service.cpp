@@ -4,6 +4,10 @@
 
 #include "wipe.hpp"
 
+#include <signal.h>
+
+#include <cerrno>
+
 namespace envelope::pg {
 
 namespace {
@@ -56,6 +60,31 @@ void request_service_serve(PerformRequest perform) {
         ConditionVariableBroadcast(&entry.done_cv);
         ConditionVariableBroadcast(&q->entry_freed_cv);
     }
+}
+
+void request_service_reclaim() {
+    RequestQueue *q = request_queue();
+    bool freed = false;
+    LWLockAcquire(request_queue_lock(), LW_EXCLUSIVE);
+    for (auto &r : q->entries) {
+        if (r.state == RequestState::free) continue;
+        if (r.state == RequestState::working) {
+            // The keeper serves one request at a time and none is in progress here: this one
+            // was taken by a keeper that died. Answer it.
+            r.error = KeyError::hsm_unavailable;
+            strlcpy(r.message, "the pg_envelope keeper restarted", sizeof r.message);
+            r.state = RequestState::done;
+            ConditionVariableBroadcast(&r.done_cv);
+        }
+        const bool gone = r.requester_pid == 0 || (kill(r.requester_pid, 0) != 0 && errno == ESRCH);
+        if (r.state == RequestState::abandoned || gone) {
+            r.state = RequestState::free;
+            r.requester_pid = 0;
+            freed = true;
+        }
+    }
+    LWLockRelease(request_queue_lock());
+    if (freed) ConditionVariableBroadcast(&q->entry_freed_cv);
 }
 
 void request_service_fail_all(const char *message) {

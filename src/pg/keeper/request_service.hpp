@@ -11,6 +11,8 @@ using PerformRequest = void (*)(const KeeperRequest &in, KeeperRequest &out);
 
 void request_service_attach_keeper();  // publishes the keeper's latch
 void request_service_serve(PerformRequest perform);
+// Frees entries whose requester process is gone (it ended without releasing them).
+void request_service_reclaim();
 // Answers every open request with hsm_unavailable and detaches the latch (keeper exit).
 void request_service_fail_all(const char *message);
 

@@ -61,6 +61,7 @@ void _PG_init(void) {
                          "restart the server.")));
     }
     envelope::pg::define_settings();
+    envelope::pg::install_log_filter();
 
     prev_shmem_request_hook = shmem_request_hook;
     shmem_request_hook = envelope_shmem_request;

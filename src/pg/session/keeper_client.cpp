@@ -36,8 +36,35 @@ void check_keeper_usable() {
     if (keeper_status_failed(reason)) raise_key_error(KeyError::hsm_unavailable, reason, nullptr);
 }
 
+// However this process ends (FATAL from pg_terminate_backend, a lost client, proc_exit), the
+// entries it holds go back: claimed, pending and done ones are freed, working ones marked
+// abandoned for the keeper. (An ERROR releases them in keeper_unwrap/keeper_create; after a
+// SIGKILL the postmaster reinitialises shared memory; the keeper also reclaims entries of
+// processes that are gone.)
+void release_all_on_exit(int, Datum) {
+    RequestQueue *q = request_queue();
+    if (q == nullptr) return;
+    LWLockAcquire(request_queue_lock(), LW_EXCLUSIVE);
+    for (auto &r : q->entries) {
+        if (r.requester_pid != MyProcPid || r.state == RequestState::free) continue;
+        if (r.state == RequestState::working) {
+            r.state = RequestState::abandoned;
+        } else {
+            r.state = RequestState::free;
+            r.requester_pid = 0;
+        }
+    }
+    LWLockRelease(request_queue_lock());
+    ConditionVariableBroadcast(&q->entry_freed_cv);
+}
+
 // Claims a free entry, waiting for one until the deadline. Returns its index.
 int claim_entry(TimestampTz deadline) {
+    static bool exit_callback_registered = false;
+    if (!exit_callback_registered) {
+        before_shmem_exit(release_all_on_exit, 0);
+        exit_callback_registered = true;
+    }
     RequestQueue *q = request_queue();
     for (;;) {
         LWLockAcquire(request_queue_lock(), LW_EXCLUSIVE);

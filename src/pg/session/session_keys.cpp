@@ -25,18 +25,28 @@ void sweep_destroyed_keys() {
 
 }  // namespace
 
+namespace {
+
+[[noreturn]] void raise_unknown_key(const envelope::DekId &id) {
+    char uuid[37];
+    envelope::format_uuid(id.data(), uuid);
+    ereport(ERROR, (errcode(ERRCODE_UNDEFINED_OBJECT),
+                    errmsg("key %s does not exist in this database", uuid),
+                    errhint("The value was sealed with a key that is not in this database's "
+                            "envelope.keyring: restore or replicate the keyring's rows too "
+                            "(see the README, \"Backup, dump and restore\" and "
+                            "\"Replication\").")));
+}
+
+}  // namespace
+
+void require_keyring_row(const envelope::DekId &id) {
+    if (!keyring_read(id).found) raise_unknown_key(id);
+}
+
 void load_key(const envelope::DekId &id) {
     KeyringRow row = keyring_read(id);
-    if (!row.found) {
-        char uuid[37];
-        envelope::format_uuid(id.data(), uuid);
-        ereport(ERROR, (errcode(ERRCODE_UNDEFINED_OBJECT),
-                        errmsg("key %s does not exist in this database", uuid),
-                        errhint("The value was sealed with a key that is not in this database's "
-                                "envelope.keyring. When restoring a dump, load the data of "
-                                "envelope.keyring before the tables that use it (see the "
-                                "README, \"Backup, dump and restore\").")));
-    }
+    if (!row.found) raise_unknown_key(id);
     char description[kKeyNameBytes + 96];
     describe_key(row, id, description, sizeof description);
     if (row.state == KeyringState::destroyed || row.wrapped == nullptr) {

@@ -19,4 +19,7 @@ void count_seal(LocalCipher *key);
 // Makes sure a DEK is in the shared cache (asking the keeper if needed). Raises on failure.
 void load_key(const envelope::DekId &id);
 
+// Raises 42704 unless this database's keyring has a row for the DEK (any state).
+void require_keyring_row(const envelope::DekId &id);
+
 }  // namespace envelope::pg

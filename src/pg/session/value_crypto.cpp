@@ -7,6 +7,10 @@
 #include "envelope_format.hpp"
 #include "wipe.hpp"
 
+extern "C" {
+#include "replication/logicalworker.h"
+}
+
 #include <cstring>
 
 namespace envelope::pg {
@@ -76,28 +80,6 @@ bool looks_like_sealed_value(const char *text, size_t len) {
     return st != envelope::EnvelopeStatus::malformed;
 }
 
-enum class Check { decrypt_privilege, authenticity_only };
-
-// Opens a parsed value into out (parsed.ciphertext.size bytes). Returns the plaintext length.
-// Only authenticity_only callers (sealed input, which never returns the plaintext) skip the
-// decrypt privilege.
-size_t open_into(const envelope::ParsedEnvelope &parsed, PayloadKind kind, const bytea *context,
-                 uint8 *out, Check check) {
-    LocalCipher *key = key_for_open(parsed.dek);
-    if (check == Check::decrypt_privilege) require_key_privilege(key, KeyPrivilege::decrypt);
-    Context c;
-    build_context(c, kind, context);
-    size_t plain_len = 0;
-    envelope::EnvelopeStatus st =
-        envelope::open_envelope(key->cipher, parsed, {c.data, c.size}, out, &plain_len);
-    if (st != envelope::EnvelopeStatus::ok) raise_status(st, context != nullptr);  // out wiped
-    // Wipe the padding tail, which held decrypted bytes too.
-    if (parsed.ciphertext.size > plain_len) {
-        envelope::secure_zero(out + plain_len, parsed.ciphertext.size - plain_len);
-    }
-    return plain_len;
-}
-
 envelope::ParsedEnvelope parse_or_raise(const uint8 *sealed, size_t len) {
     envelope::ParsedEnvelope parsed;
     envelope::EnvelopeStatus st = envelope::parse_envelope({sealed, len}, parsed);
@@ -146,9 +128,18 @@ bytea *seal_plaintext_input(const char *text, size_t len, const char *key_name,
 struct varlena *open_value(const uint8 *sealed, size_t len, PayloadKind kind,
                            const bytea *context) {
     const envelope::ParsedEnvelope parsed = parse_or_raise(sealed, len);
+    LocalCipher *key = key_for_open(parsed.dek);
+    require_key_privilege(key, KeyPrivilege::decrypt);
+    Context c;
+    build_context(c, kind, context);
     auto *out = static_cast<struct varlena *>(palloc(VARHDRSZ + parsed.ciphertext.size));
-    const size_t plain_len = open_into(
-        parsed, kind, context, reinterpret_cast<uint8 *>(VARDATA(out)), Check::decrypt_privilege);
+    uint8 *plain = reinterpret_cast<uint8 *>(VARDATA(out));
+    size_t plain_len = 0;
+    envelope::EnvelopeStatus st =
+        envelope::open_envelope(key->cipher, parsed, {c.data, c.size}, plain, &plain_len);
+    if (st != envelope::EnvelopeStatus::ok) raise_status(st, context != nullptr);  // plain wiped
+    // Wipe the padding tail, which held decrypted bytes too.
+    envelope::secure_zero(plain + plain_len, parsed.ciphertext.size - plain_len);
     SET_VARSIZE(out, VARHDRSZ + plain_len);
     return out;
 }
@@ -172,12 +163,28 @@ bytea *parse_sealed_text(const char *text, size_t len) {
     SET_VARSIZE(out, VARHDRSZ + n);
     const envelope::ParsedEnvelope parsed =
         parse_or_raise(reinterpret_cast<const uint8 *>(VARDATA(out)), n);
-    uint8 *scratch = static_cast<uint8 *>(palloc(Max(parsed.ciphertext.size, 1)));
-    const size_t plain_len =
-        open_into(parsed, PayloadKind::text, nullptr, scratch, Check::authenticity_only);
-    envelope::secure_zero(scratch, plain_len);
-    pfree(scratch);
+    // A logical replication worker applies changes in commit order, so the key of a value is
+    // in the keyring already if it ever will be: a missing one means the subscriber's keyring
+    // is not kept in step, and applying would store values nobody can open.
+    if (IsLogicalWorker()) require_keyring_row(parsed.dek);
     return out;
+}
+
+ValueCheck check_value(const uint8 *sealed, size_t len, PayloadKind kind, const bytea *context) {
+    const envelope::ParsedEnvelope parsed = parse_or_raise(sealed, len);
+    LocalCipher *key = key_for_open(parsed.dek);
+    require_key_privilege(key, KeyPrivilege::decrypt);
+    Context c;
+    build_context(c, kind, context);
+    uint8 *scratch = static_cast<uint8 *>(palloc(Max(parsed.ciphertext.size, 1)));
+    size_t plain_len = 0;
+    envelope::EnvelopeStatus st =
+        envelope::open_envelope(key->cipher, parsed, {c.data, c.size}, scratch, &plain_len);
+    envelope::secure_zero(scratch, parsed.ciphertext.size);
+    pfree(scratch);
+    if (st == envelope::EnvelopeStatus::auth_failed) return ValueCheck::auth_failed;
+    if (st != envelope::EnvelopeStatus::ok) raise_status(st, context != nullptr);
+    return ValueCheck::opened;
 }
 
 char *sealed_to_text(const bytea *stored) {

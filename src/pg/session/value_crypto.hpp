@@ -21,9 +21,19 @@ bytea *seal_plaintext_input(const char *text, size_t len, const char *key_name,
 // Raises an authentication ERROR that never includes plaintext or key bytes.
 struct varlena *open_value(const uint8 *sealed, size_t len, PayloadKind kind, const bytea *context);
 
-// Parses the printable form ("pgenv1:" + base64) into a varlena of envelope bytes, checked:
-// well-formed, known key, authentic (opened into a wiped scratch buffer).
+// Parses the printable form ("pgenv1:" + base64) into a varlena of envelope bytes. Only the
+// form is checked (strict base64, envelope layout, version): no key is needed, so a restore
+// loads every value whatever the order of the keyring's data and whatever the key's state;
+// authenticity is checked where a value is opened (and by envelope.verify()).
 bytea *parse_sealed_text(const char *text, size_t len);
+
+// envelope.verify()'s view of one value: opened (authentic), not openable, or under a key
+// version that no longer decrypts.
+enum class ValueCheck { opened, auth_failed };
+// Opens a parsed value into a wiped scratch buffer, with the decrypt privilege checked.
+// Raises when the key cannot be used (unknown, destroyed, HSM down); returns auth_failed when
+// the value does not authenticate with this context.
+ValueCheck check_value(const uint8 *sealed, size_t len, PayloadKind kind, const bytea *context);
 
 // The printable form of a stored value, palloc'd NUL-terminated.
 char *sealed_to_text(const bytea *stored);

@@ -52,6 +52,13 @@ void on_transaction_end(XactEvent event, void *) {
             at_abort.evict(pending_database);
             at_commit.clear();
             break;
+        case XACT_EVENT_PREPARE:
+            // The outcome is decided later, maybe in another session: evict both lists now
+            // (always safe). After COMMIT PREPARED every session sweeps destroyed keys on its
+            // next use of a value (the keyring's invalidation is part of the commit).
+            at_commit.evict(pending_database);
+            at_abort.evict(pending_database);
+            break;
         default:
             break;
     }

@@ -100,8 +100,9 @@ void keeper_status_failure(const char *message, bool kek_found, TimestampTz retr
     });
 }
 
-void keeper_status_connected() {
-    edit([](KeeperStatus &s) {
+void keeper_status_connected(bool ready) {
+    edit([&](KeeperStatus &s) {
+        if (ready) s.state = KeeperState::ready;
         s.kek_found = true;
         s.attempts = 0;
         s.last_error[0] = '\0';

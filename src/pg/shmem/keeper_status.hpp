@@ -48,7 +48,8 @@ void keeper_status_started(int pid);
 void keeper_status_exited();
 void keeper_status_connecting(const char *module, const char *token, const char *kek);
 void keeper_status_failure(const char *message, bool kek_found, TimestampTz retry_at);
-void keeper_status_connected();
+// Logged in with the KEK found; `ready` when start-up loading is over (a reconnection).
+void keeper_status_connected(bool ready);
 void keeper_status_loading();
 void keeper_status_count_load(bool loaded);
 // Marks the keeper ready; returns the keys loaded and failures counted while loading.

@@ -68,9 +68,16 @@ SELECT '00000000-0000-4000-8000-000000000001', 'copied', 1, 'active', kek_label,
 FROM envelope.keyring WHERE name = 'payroll' AND version = 1;
 SELECT envelope.encrypt('x', 'copied');
 SELECT name, key_check_value, problem FROM envelope.keys WHERE name = 'copied';
+-- Keyring rows are never deleted, states never move back, ids never change (shredding
+-- holds); a destroyed key version cannot be used.
 DELETE FROM envelope.keyring WHERE name = 'copied';
-
--- A key that is not in the keyring cannot be used.
+TRUNCATE envelope.keyring;
+UPDATE envelope.keyring SET id = gen_random_uuid() WHERE name = 'copied';
+SELECT envelope.destroy_key('copied', 1) IS NOT NULL AS destroyed;
+UPDATE envelope.keyring SET state = 'active' WHERE name = 'copied';
+SET session_replication_role = replica;
+DELETE FROM envelope.keyring WHERE name = 'copied';
+RESET session_replication_role;
 SELECT envelope.encrypt('x', 'copied');
 
 -- A key created by a transaction (or savepoint) that rolls back leaves no orphan in the cache.
