@@ -30,19 +30,30 @@ CREATE TRIGGER key_privileges_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCA
     ON envelope.key_privileges FOR EACH STATEMENT EXECUTE FUNCTION envelope._keyring_changed();
 ALTER TABLE envelope.key_privileges ENABLE ALWAYS TRIGGER key_privileges_changed;
 
+-- 'encrypt', 'decrypt' or 'all' as the list of stored privileges; anything else is an error.
+CREATE FUNCTION envelope._key_privilege_list(privilege text) RETURNS text[]
+    LANGUAGE plpgsql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    CASE privilege
+        WHEN 'encrypt' THEN RETURN ARRAY['encrypt'];
+        WHEN 'decrypt' THEN RETURN ARRAY['decrypt'];
+        WHEN 'all' THEN RETURN ARRAY['encrypt', 'decrypt'];
+        ELSE RAISE EXCEPTION 'invalid key privilege "%"', privilege
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use encrypt, decrypt or all.';
+    END CASE;
+END
+$$;
+COMMENT ON FUNCTION envelope._key_privilege_list(text) IS
+  'Internal: the stored privileges that encrypt, decrypt or all stands for';
+REVOKE ALL ON FUNCTION envelope._key_privilege_list(text) FROM PUBLIC;
+
 CREATE FUNCTION envelope.grant_key(key_name text, grantee regrole, privilege text)
     RETURNS void
     LANGUAGE plpgsql VOLATILE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    privileges text[] := CASE grant_key.privilege
-        WHEN 'encrypt' THEN ARRAY['encrypt'] WHEN 'decrypt' THEN ARRAY['decrypt']
-        WHEN 'all' THEN ARRAY['encrypt', 'decrypt'] END;
+    privileges text[] := envelope._key_privilege_list(grant_key.privilege);
     role_name name;
 BEGIN
-    IF privileges IS NULL THEN
-        RAISE EXCEPTION 'invalid key privilege "%"', grant_key.privilege
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use encrypt, decrypt or all.';
-    END IF;
     IF NOT EXISTS (SELECT 1 FROM envelope.keyring k WHERE k.name = grant_key.key_name) THEN
         RAISE EXCEPTION 'key "%" does not exist', grant_key.key_name
             USING ERRCODE = 'undefined_object';
@@ -62,14 +73,8 @@ CREATE FUNCTION envelope.revoke_key(key_name text, grantee regrole, privilege te
     RETURNS void
     LANGUAGE plpgsql VOLATILE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    privileges text[] := CASE revoke_key.privilege
-        WHEN 'encrypt' THEN ARRAY['encrypt'] WHEN 'decrypt' THEN ARRAY['decrypt']
-        WHEN 'all' THEN ARRAY['encrypt', 'decrypt'] END;
+    privileges text[] := envelope._key_privilege_list(revoke_key.privilege);
 BEGIN
-    IF privileges IS NULL THEN
-        RAISE EXCEPTION 'invalid key privilege "%"', revoke_key.privilege
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use encrypt, decrypt or all.';
-    END IF;
     DELETE FROM envelope.key_privileges g
         WHERE g.key_name OPERATOR(pg_catalog.=) revoke_key.key_name
           AND g.grantee OPERATOR(pg_catalog.=) (SELECT r.rolname FROM pg_catalog.pg_roles r
@@ -149,6 +154,21 @@ CREATE FUNCTION envelope.verify(tbl regclass, col name, context_expr text DEFAUL
     AS 'MODULE_PATHNAME', 'envelope_verify' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION envelope.verify(regclass, name, text) IS
   'Opens every value of an encrypted_text or bytea column and counts, per key version, values that open, cannot be checked without a context, are under a destroyed key, or fail (context_expr: SQL over the row giving its context)';
+
+-- status(): columns named so they cannot be misread. The start-up load's figures say they are
+-- about the start-up load (a key created later is cached but was never "loaded" at start-up),
+-- and the cache counts say which database they count.
+DROP FUNCTION envelope.status();
+CREATE FUNCTION envelope.status(
+    OUT keeper_state text, OUT keeper_pid integer, OUT pkcs11_module text,
+    OUT token_label text, OUT kek_label text, OUT kek_found boolean, OUT last_error text,
+    OUT last_error_at timestamptz, OUT next_retry_at timestamptz, OUT keys_cached_here integer,
+    OUT keys_cached_total integer, OUT cache_capacity integer, OUT startup_databases integer,
+    OUT startup_keys_loaded bigint, OUT startup_load_failures bigint,
+    OUT startup_load_ms double precision)
+    AS 'MODULE_PATHNAME', 'envelope_status' LANGUAGE C STRICT VOLATILE PARALLEL SAFE;
+COMMENT ON FUNCTION envelope.status() IS
+  'Keeper state, HSM (module, token, KEK, last error; details for superusers, envelope_admin, pg_monitor), keys cached in this database and in all, cache capacity, and the start-up load (databases, keys, failures, ms)';
 
 -- Key management by delegation: envelope_admin members manage keys and their privileges.
 GRANT USAGE ON SCHEMA envelope TO envelope_admin;

@@ -12,6 +12,7 @@
 #   wait_ready NAME PORT [STATE] [TIMEOUT_S] [DB]  poll until keeper_state = STATE (ready)
 #   status_at PORT DB COLS    columns of envelope.status() (works before CREATE EXTENSION)
 #   psql_at PORT DB "SQL"     psql -AtX -v ON_ERROR_STOP=1; prints output, fails on error
+#                             (these three connect as $IT_USER, default postgres)
 #   psql_fail PORT DB "SQL"   runs SQL that must fail; prints its error output
 #   psql_fail_state PORT DB SQLSTATE "SQL"  runs SQL that must fail with that SQLSTATE
 #                             (VERBOSITY verbose); prints its error output
@@ -118,12 +119,12 @@ wait_ready() {
 }
 
 psql_at() {
-  as_pg "$PG_BIN/psql" -h "$IT_SOCK" -p "$1" -U postgres -d "$2" -AtX -q -v ON_ERROR_STOP=1 -c "$3"
+  as_pg "$PG_BIN/psql" -h "$IT_SOCK" -p "$1" -U "${IT_USER:-postgres}" -d "$2" -AtX -q -v ON_ERROR_STOP=1 -c "$3"
 }
 
 psql_fail() {
   local out
-  if out=$(as_pg "$PG_BIN/psql" -h "$IT_SOCK" -p "$1" -U postgres -d "$2" -AtX -q \
+  if out=$(as_pg "$PG_BIN/psql" -h "$IT_SOCK" -p "$1" -U "${IT_USER:-postgres}" -d "$2" -AtX -q \
       -v ON_ERROR_STOP=1 -c "$3" 2>&1); then
     fail "expected an error from: $3 (got: $out)"
   fi
@@ -132,7 +133,7 @@ psql_fail() {
 
 psql_fail_state() {
   local port=$1 db=$2 want=$3 sql=$4 out got
-  if out=$(as_pg "$PG_BIN/psql" -h "$IT_SOCK" -p "$port" -U postgres -d "$db" -AtX -q \
+  if out=$(as_pg "$PG_BIN/psql" -h "$IT_SOCK" -p "$port" -U "${IT_USER:-postgres}" -d "$db" -AtX -q \
       -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -c "$sql" 2>&1); then
     fail "expected SQLSTATE $want from: $sql (it succeeded: $out)"
   fi

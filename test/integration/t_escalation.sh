@@ -16,19 +16,7 @@ pg_init a
 pg_start a "$PORT"
 wait_ready a "$PORT"
 
-as_mallory() {  # DB SQL: runs SQL as mallory (a fresh session); prints output, fails on error
-  as_pg "$PG_BIN/psql" -h "$IT_SOCK" -p "$PORT" -U mallory -d "$1" -AtX -q -v ON_ERROR_STOP=1 -c "$2"
-}
-as_mallory_fail_state() {  # DB SQLSTATE SQL: must fail with that SQLSTATE
-  local out got
-  if out=$(as_pg "$PG_BIN/psql" -h "$IT_SOCK" -p "$PORT" -U mallory -d "$1" -AtX -q \
-      -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -c "$3" 2>&1); then
-    fail "expected SQLSTATE $2 from mallory: $3 (it succeeded: $out)"
-  fi
-  got=$(sed -n 's/^.*ERROR:  \([0-9A-Z]\{5\}\): .*$/\1/p' <<<"$out" | head -n 1)
-  [[ $got == "$2" ]] || fail "expected SQLSTATE $2 from mallory: $3 (got '$got': $out)"
-  echo "$out"
-}
+as_mallory() { IT_USER=mallory psql_at "$PORT" "$@"; }  # DB SQL: a fresh session as mallory
 not_superuser() {
   assert_eq f "$(psql_at "$PORT" postgres "SELECT rolsuper FROM pg_roles WHERE rolname = 'mallory'")" \
     "mallory is still not a superuser after: $1"
@@ -116,7 +104,7 @@ as_mallory mdb "ALTER DATABASE mdb SET search_path = m, pg_catalog, public"
 psql_at "$PORT" mdb "SELECT envelope.create_key('k' || g) FROM generate_series(1, 5) g" >/dev/null
 pg_restart a
 wait_ready a "$PORT"
-assert_eq 6 "$(psql_at "$PORT" mdb "SELECT keys_cached FROM envelope.status()")" \
+assert_eq 6 "$(psql_at "$PORT" mdb "SELECT keys_cached_here FROM envelope.status()")" \
   "the loader read mdb's keyring at start-up (default, k1..k5)"
 not_superuser "ALTER DATABASE mdb SET search_path, then a restart (the loader ran in mdb)"
 out=$(as_mallory mdb "SELECT v FROM t; SELECT envelope.encrypt('x') IS NOT NULL;
@@ -136,15 +124,10 @@ psql_at "$PORT" postgres "CREATE ROLE eve LOGIN; GRANT CREATE ON SCHEMA public T
 SEALED=$(pgtool PGOPTIONS='-c envelope.io=sealed' psql -p "$PORT" -d postgres -AtX -c "SELECT v FROM t WHERE id = 1")
 BYTES=$(psql_at "$PORT" postgres "SELECT encode(envelope.encrypt_bytea('\\xdeadbeef', 'mk'), 'hex')")
 [[ $SEALED == pgenv1:* ]] || fail "sealed value from a sealed dump session"
-as_eve() {
-  local want=$1 sql=$2 out got
-  if out=$(as_pg "$PG_BIN/psql" -h "$IT_SOCK" -p "$PORT" -U eve -d postgres -AtX -q \
-      -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -c "$sql" 2>&1); then
-    fail "eve opened a value: $sql"
-  fi
-  got=$(sed -n 's/^.*ERROR:  \([0-9A-Z]\{5\}\): .*$/\1/p' <<<"$out" | head -n 1)
-  [[ $got == "$want" ]] || fail "expected $want for eve: $sql (got: $out)"
-  assert_not_contains "$out" "row one" "eve sees no plaintext: ${sql:0:60}"
+as_eve() {  # SQLSTATE SQL: eve's statement must fail with that SQLSTATE, showing no plaintext
+  local out
+  out=$(IT_USER=eve psql_fail_state "$PORT" postgres "$1" "$2")
+  assert_not_contains "$out" "row one" "eve sees no plaintext: ${2:0:60}"
 }
 as_eve 42501 "SET envelope.io = sealed; SELECT envelope.decrypt('$SEALED'::encrypted_text)"
 as_eve 42501 "SET envelope.io = sealed; SELECT ('$SEALED'::encrypted_text)::text"

@@ -36,6 +36,16 @@ void check_keeper_usable() {
     if (keeper_status_failed(reason)) raise_key_error(KeyError::hsm_unavailable, reason, nullptr);
 }
 
+// Gives an entry this process holds back: a working one is left for the keeper to free.
+void give_back(KeeperRequest &r) {
+    if (r.state == RequestState::working) {
+        r.state = RequestState::abandoned;
+    } else {
+        r.state = RequestState::free;
+        r.requester_pid = 0;
+    }
+}
+
 // However this process ends (FATAL from pg_terminate_backend, a lost client, proc_exit), the
 // entries it holds go back: claimed, pending and done ones are freed, working ones marked
 // abandoned for the keeper. (An ERROR releases them in keeper_unwrap/keeper_create; after a
@@ -46,13 +56,7 @@ void release_all_on_exit(int, Datum) {
     if (q == nullptr) return;
     LWLockAcquire(request_queue_lock(), LW_EXCLUSIVE);
     for (auto &r : q->entries) {
-        if (r.requester_pid != MyProcPid || r.state == RequestState::free) continue;
-        if (r.state == RequestState::working) {
-            r.state = RequestState::abandoned;
-        } else {
-            r.state = RequestState::free;
-            r.requester_pid = 0;
-        }
+        if (r.requester_pid == MyProcPid && r.state != RequestState::free) give_back(r);
     }
     LWLockRelease(request_queue_lock());
     ConditionVariableBroadcast(&q->entry_freed_cv);
@@ -103,13 +107,7 @@ void release_entries(const int *entries, int count) {
     for (int i = 0; i < count; ++i) {
         if (entries[i] < 0) continue;
         KeeperRequest &r = q->entries[entries[i]];
-        if (r.requester_pid != MyProcPid) continue;
-        if (r.state == RequestState::working) {
-            r.state = RequestState::abandoned;
-        } else {
-            r.state = RequestState::free;
-            r.requester_pid = 0;
-        }
+        if (r.requester_pid == MyProcPid) give_back(r);
     }
     LWLockRelease(request_queue_lock());
     ConditionVariableBroadcast(&q->entry_freed_cv);
