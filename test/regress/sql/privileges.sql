@@ -34,9 +34,10 @@ SELECT envelope.has_key_privilege('pv_reader', 'pv_app', 'write');
 
 -- A role without decrypt gets 42501 from every path that opens, and never the value.
 SET ROLE pv_nobody;
-\set VERBOSITY verbose
+\set VERBOSITY sqlstate
 SELECT v FROM pv_data WHERE id = 1;
 \set VERBOSITY default
+SELECT v FROM pv_data WHERE id = 1;
 SELECT v::text FROM pv_data WHERE id = 1;
 SELECT envelope.decrypt(v) FROM pv_data WHERE id = 1;
 SELECT envelope.decrypt_bytea(envelope.encrypt_bytea('x')) ;
@@ -70,6 +71,16 @@ SELECT v FROM pv_data WHERE id = 5;
 RESET envelope.default_key;
 RESET ROLE;
 SELECT v FROM pv_data WHERE id = 5;
+
+-- Parallel workers check the same privileges (the leader's role).
+SET force_parallel_mode = on;
+SET ROLE pv_reader;
+SELECT v::text AS read_in_a_worker FROM pv_data WHERE id = 1;
+RESET ROLE;
+SET ROLE pv_nobody;
+SELECT v::text FROM pv_data WHERE id = 1;
+RESET ROLE;
+RESET force_parallel_mode;
 
 -- Membership in a granted role counts.
 SET ROLE pv_member;
