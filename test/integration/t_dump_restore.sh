@@ -2,7 +2,7 @@
 # t_dump_restore: pg_dump in sealed mode (envelope.io = sealed) writes no plaintext; the dump
 # restores into another cluster that reaches the same KEK (same SoftHSM token) and every value
 # decrypts to the same plaintext, under keys with the same key check values. Restoring the same
-# dump without sealed mode fails loudly and encrypts nothing twice.
+# dump in explicit plaintext mode (envelope.io = plaintext) fails loudly and encrypts nothing twice.
 #
 # Cluster a and cluster b are two servers using one SoftHSM token directory (one KEK).
 set -euo pipefail
@@ -75,8 +75,9 @@ pass "plain sealed dump does not contain the marker"
 n_sealed=$(grep -a -c -E $'^[0-9]+\t[^\t]*\t(pgenv1:[A-Za-z0-9+/=]+|\\\\N)\t' "$DUMP_SQL" || true)
 assert_eq 308 "$n_sealed" "plain dump: all 308 rows carry sealed values (or NULL)"
 assert_file_contains "$DUMP_SQL" "COPY envelope.keyring" "the dump carries the keyring (wrapped DEKs)"
-# For contrast: a dump in the default (plaintext) mode does carry the plaintext.
-pgtool pg_dump -p "$PORT_A" -d postgres -f "$DUMP_PLAIN_MODE" || fail "pg_dump in plaintext mode"
+# For contrast: a dump in explicit plaintext mode (a deliberate plaintext export) carries it.
+pgtool PGOPTIONS='-c envelope.io=plaintext' pg_dump -p "$PORT_A" -d postgres -f "$DUMP_PLAIN_MODE" ||
+  fail "pg_dump in plaintext mode"
 assert_file_contains "$DUMP_PLAIN_MODE" "$MARKER" "(contrast) a plaintext-mode dump holds plaintext"
 
 #------------------------------------------------------------------------------
@@ -131,30 +132,31 @@ assert_eq "$digest_a" "$(psql_at "$PORT_B" r_plain "$digest_sql")" \
   "r_plain: every value decrypts to the same plaintext (count + md5)"
 restored_keys_check r_plain
 
-# 3. The custom dump restored WITHOUT sealed mode: loud failure, nothing encrypted twice.
+# 3. The custom dump restored in explicit plaintext mode: loud failure, nothing encrypted twice.
+PLAIN='-c envelope.io=plaintext'
 pgtool createdb -p "$PORT_B" r_custom_wrong || fail "createdb r_custom_wrong"
 rc=0
-out=$(pgtool pg_restore -p "$PORT_B" -d r_custom_wrong "$DUMP_FC" 2>&1) || rc=$?
-[[ $rc -ne 0 ]] || { echo "$out"; fail "pg_restore without sealed mode exited 0"; }
-pass "pg_restore (custom) without sealed mode exits $rc"
+out=$(pgtool PGOPTIONS="$PLAIN" pg_restore -p "$PORT_B" -d r_custom_wrong "$DUMP_FC" 2>&1) || rc=$?
+[[ $rc -ne 0 ]] || { echo "$out"; fail "pg_restore in plaintext mode exited 0"; }
+pass "pg_restore (custom) in plaintext mode exits $rc"
 assert_contains "$out" "already a sealed encrypted_text value" "pg_restore error says the input is already sealed"
 assert_contains "$out" "envelope.io = 'sealed'" "pg_restore error hints at envelope.io = 'sealed'"
 assert_not_contains "$out" "$MARKER" "the pg_restore errors show no plaintext"
 assert_eq 0 "$(psql_at "$PORT_B" r_custom_wrong "SELECT count(*) FROM people")" \
   "r_custom_wrong: no row was loaded (none encrypted twice)"
 
-# 4. The plain dump through psql WITHOUT sealed mode: same.
+# 4. The plain dump through psql in plaintext mode: same.
 pgtool createdb -p "$PORT_B" r_plain_wrong || fail "createdb r_plain_wrong"
 rc=0
-out=$(pgtool psql -X -q -v ON_ERROR_STOP=1 -p "$PORT_B" -d r_plain_wrong -f "$DUMP_SQL" 2>&1) || rc=$?
-[[ $rc -ne 0 ]] || { echo "$out"; fail "psql -f without sealed mode exited 0"; }
-pass "psql -f (plain) without sealed mode exits $rc"
+out=$(pgtool PGOPTIONS="$PLAIN" psql -X -q -v ON_ERROR_STOP=1 -p "$PORT_B" -d r_plain_wrong -f "$DUMP_SQL" 2>&1) || rc=$?
+[[ $rc -ne 0 ]] || { echo "$out"; fail "psql -f in plaintext mode exited 0"; }
+pass "psql -f (plain) in plaintext mode exits $rc"
 assert_contains "$out" "already a sealed encrypted_text value" "psql error says the input is already sealed"
 assert_eq 0 "$(psql_at "$PORT_B" r_plain_wrong "SELECT count(*) FROM people")" \
   "r_plain_wrong: no row was loaded (none encrypted twice)"
 # Even continuing past errors (no ON_ERROR_STOP) loads nothing double-encrypted.
 pgtool createdb -p "$PORT_B" r_plain_continue || fail "createdb r_plain_continue"
-pgtool psql -X -q -p "$PORT_B" -d r_plain_continue -f "$DUMP_SQL" >/dev/null 2>&1 || true
+pgtool PGOPTIONS="$PLAIN" psql -X -q -p "$PORT_B" -d r_plain_continue -f "$DUMP_SQL" >/dev/null 2>&1 || true
 assert_eq 0 "$(psql_at "$PORT_B" r_plain_continue "SELECT count(*) FROM people")" \
   "r_plain_continue: psql without ON_ERROR_STOP loads no people row either"
 

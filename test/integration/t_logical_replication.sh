@@ -14,16 +14,15 @@
 #      an idempotent top-up is COPY of the publisher's keyring into a temp table and
 #      INSERT ... ON CONFLICT (id) DO UPDATE (sync_keyring below). Alternatively, publish
 #      envelope.keyring itself (database s_keys below): new keys then arrive in commit order.
-#   3. The walsender must print sealed values: CONNECTION '... options=''-c envelope.io=sealed'''
-#      (covers the initial COPY of the table sync and the streamed changes).
-#   4. The subscriber's apply and table sync workers must parse sealed input: either
-#      ALTER ROLE <subscription owner> SET envelope.io = 'sealed' or
-#      ALTER DATABASE <subscriber db> SET envelope.io = 'sealed' — both are honoured.
-# Also shown: without the sealed options on both sides the plaintext travels over the wire and
-# the subscriber re-encrypts it under its own default key (works silently; ciphertext differs);
-# with sealed output but a plaintext-mode subscriber the sync fails loudly (nothing stored,
-# nothing encrypted twice). A test_decoding slot read in sealed mode (pg_logical_slot_peek_changes,
-# and pg_recvlogical through a sealed walsender) carries no marker plaintext.
+#   3. Nothing else: with envelope.io = auto (the default) a walsender prints sealed values (the
+#      table sync's COPY and the streamed changes) and the apply and table sync workers parse
+#      sealed input. Explicit settings are honoured too (a connection option -c envelope.io=sealed,
+#      ALTER ROLE <subscription owner> or ALTER DATABASE ... SET envelope.io).
+# Also shown: with no envelope option anywhere (s_plain) the subscriber stores the publisher's
+# ciphertext unchanged; a subscriber forced to envelope.io = plaintext fails its sync loudly
+# (nothing stored, nothing encrypted twice).
+# A test_decoding slot read in sealed mode (pg_logical_slot_peek_changes,
+# and pg_recvlogical through a walsender with no envelope option) carries no marker plaintext.
 set -euo pipefail
 # shellcheck source=test/integration/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -100,8 +99,8 @@ sync_keyring() {  # SUBDB
 #   s_role   keyring copied with pg_dump; owner role has envelope.io = sealed
 #   s_db     keyring copied with pg_dump; database has envelope.io = sealed
 #   s_keys   keyring published (pub_keys); database has envelope.io = sealed
-#   s_plain  no sealed option anywhere
-#   s_half   sealed walsender, plaintext-mode subscriber
+#   s_plain  keyring copied with pg_dump; no envelope option anywhere (envelope.io = auto)
+#   s_half   sealed walsender, subscriber database forced to envelope.io = plaintext
 #------------------------------------------------------------------------------
 psql_at "$PORT_SUB" postgres "CREATE ROLE sub_owner LOGIN SUPERUSER" >/dev/null
 psql_at "$PORT_SUB" postgres "ALTER ROLE sub_owner SET envelope.io = 'sealed'" >/dev/null
@@ -112,8 +111,9 @@ for db in s_role s_db s_keys s_plain s_half; do
 done
 psql_at "$PORT_SUB" postgres "ALTER DATABASE s_db SET envelope.io = 'sealed'" >/dev/null
 psql_at "$PORT_SUB" postgres "ALTER DATABASE s_keys SET envelope.io = 'sealed'" >/dev/null
+psql_at "$PORT_SUB" postgres "ALTER DATABASE s_half SET envelope.io = 'plaintext'" >/dev/null
 
-for db in s_role s_db s_half; do
+for db in s_role s_db s_half s_plain; do
   pgtool pg_dump -p "$PORT_PUB" -d postgres --data-only -t envelope.keyring -f "$IT_TMP/keyring.sql" ||
     fail "pg_dump --data-only -t envelope.keyring"
   pgtool psql -X -q -v ON_ERROR_STOP=1 -p "$PORT_SUB" -d "$db" -f "$IT_TMP/keyring.sql" >/dev/null ||
@@ -155,27 +155,19 @@ done
 sealed_sql="SET envelope.io = 'sealed';
   SELECT md5(string_agg(coalesce(envelope.encrypted_text_out(ssn)::text, '-'), '|' ORDER BY id)) FROM people"
 sealed_pub=$(psql_at "$PORT_PUB" postgres "$sealed_sql")
-for db in s_role s_db s_keys; do
+for db in s_role s_db s_keys s_plain; do
   assert_eq "$sealed_pub" "$(psql_at "$PORT_SUB" "$db" "$sealed_sql")" \
     "$db: the subscriber stores the publisher's ciphertext unchanged (sealed transfer)"
 done
-# s_plain: same plaintexts, but different ciphertext, all under s_plain's own default key.
-[[ $(psql_at "$PORT_SUB" s_plain "$sealed_sql") != "$sealed_pub" ]] || fail "s_plain: ciphertext unexpectedly identical"
-own_default=$(psql_at "$PORT_SUB" s_plain "SET envelope.io = 'sealed';
-  SELECT count(*) FROM people WHERE ssn IS NOT NULL AND
-  substr(decode(substr(envelope.encrypted_text_out(ssn)::text, 8), 'base64'), 2, 16)
-  = (SELECT uuid_send(id) FROM envelope.keyring WHERE name = 'default')")
-assert_eq 152 "$own_default" \
-  "s_plain (no sealed options): plaintext crossed the wire and was re-encrypted under the subscriber's own default key"
-echo "note: without envelope.io = sealed on both sides logical replication works silently, but the walsender sends PLAINTEXT and the subscriber re-encrypts it"
+pass "s_plain: with no envelope option anywhere the transfer is sealed (envelope.io = auto)"
 
-# s_half: sealed values into a plaintext-mode subscriber: loud failure, nothing stored.
+# s_half: sealed values into a subscriber forced to plaintext mode: loud failure, nothing stored.
 for ((i = 0; i < 100; i++)); do
   grep -q "input is already a sealed encrypted_text value" "$(it_log sub)" && break
   sleep 0.2
 done
 assert_file_contains "$(it_log sub)" "input is already a sealed encrypted_text value" \
-  "s_half: the plaintext-mode subscriber's table sync fails loudly (already sealed)"
+  "s_half: the subscriber forced to plaintext mode fails its table sync loudly (already sealed)"
 assert_eq 0 "$(count_at s_half)" "s_half: no row stored (nothing encrypted twice)"
 
 #------------------------------------------------------------------------------
@@ -233,11 +225,11 @@ peek_plain=$(psql_at "$PORT_PUB" postgres "SET envelope.io = 'plaintext';
 [[ $peek_plain -gt 0 ]] || fail "(contrast) expected plaintext in a plaintext-mode peek"
 pass "(contrast) a plaintext-mode peek prints $peek_plain changes with plaintext"
 end_lsn=$(psql_at "$PORT_PUB" postgres "SELECT pg_current_wal_lsn()")
-pgtool PGOPTIONS="-c envelope.io=sealed" pg_recvlogical -p "$PORT_PUB" -d postgres --slot td_recv --start \
+pgtool pg_recvlogical -p "$PORT_PUB" -d postgres --slot td_recv --start \
   --endpos "$end_lsn" --no-loop -f - >"$IT_TMP/recvlogical.out" 2>"$IT_TMP/recvlogical.err" ||
-  { cat "$IT_TMP/recvlogical.err"; fail "pg_recvlogical (sealed walsender)"; }
-assert_file_contains "$IT_TMP/recvlogical.out" "encrypted_text]:'pgenv1:" "pg_recvlogical: the sealed walsender emits pgenv1 values"
-assert_file_not_contains "$IT_TMP/recvlogical.out" "$MARKER" "pg_recvlogical: no marker plaintext from the sealed walsender"
+  { cat "$IT_TMP/recvlogical.err"; fail "pg_recvlogical (walsender, no envelope option)"; }
+assert_file_contains "$IT_TMP/recvlogical.out" "encrypted_text]:'pgenv1:" "pg_recvlogical: a walsender with no envelope option emits pgenv1 values (auto)"
+assert_file_not_contains "$IT_TMP/recvlogical.out" "$MARKER" "pg_recvlogical: no marker plaintext crosses the wire"
 
 assert_file_not_contains "$(it_log pub)" "$MARKER" "publisher log has no marker plaintext"
 assert_file_not_contains "$(it_log sub)" "$MARKER" "subscriber log has no marker plaintext"

@@ -11,13 +11,14 @@ char *setting_kek_label = nullptr;
 int setting_request_timeout_ms = 10000;
 char *setting_default_key = nullptr;
 int setting_pad_block = 16;
-int setting_io_mode = io_plaintext;
+int setting_io_mode = io_auto;
 int setting_nonce_warning_threshold = 1 << 30;
 
 namespace {
 const struct config_enum_entry io_mode_options[] = {
     {"plaintext", io_plaintext, false},
     {"sealed", io_sealed, false},
+    {"auto", io_auto, false},
     {nullptr, 0, false},
 };
 
@@ -65,8 +66,9 @@ void define_settings() {
         &setting_pad_block, 16, 0, 4096, PGC_USERSET, 0, check_pad_block, nullptr, nullptr);
     DefineCustomEnumVariable(
         "envelope.io",
-        "Text and binary I/O of encrypted_text: plaintext (transparent) or sealed (ciphertext).",
-        nullptr, &setting_io_mode, io_plaintext, io_mode_options, PGC_USERSET, 0, nullptr, nullptr,
+        "Text and binary I/O of encrypted_text: plaintext (transparent), sealed (ciphertext), or "
+        "auto (sealed for dump and restore tools and logical replication, else plaintext).",
+        nullptr, &setting_io_mode, io_auto, io_mode_options, PGC_USERSET, 0, nullptr, nullptr,
         nullptr);
     DefineCustomIntVariable(
         "envelope.nonce_warning_threshold",

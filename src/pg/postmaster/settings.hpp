@@ -14,7 +14,7 @@ extern int setting_pad_block;
 extern int setting_io_mode;  // IoMode
 extern int setting_nonce_warning_threshold;
 
-enum IoMode { io_plaintext = 0, io_sealed = 1 };
+enum IoMode { io_plaintext = 0, io_sealed = 1, io_auto = 2 };
 
 void define_settings();
 

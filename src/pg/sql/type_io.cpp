@@ -1,5 +1,6 @@
 // I/O functions of the encrypted_text type. Plaintext mode seals on input and opens on output;
-// sealed mode (envelope.io = 'sealed') moves the printable sealed form, verified on input.
+// sealed mode moves the printable sealed form (its form checked on input); auto, the default,
+// is sealed for dump and restore tools and for logical replication, plaintext otherwise.
 #include "boundary/guard.hpp"
 #include "postmaster/settings.hpp"
 #include "session/value_crypto.hpp"
@@ -7,20 +8,53 @@
 extern "C" {
 #include "libpq/pqformat.h"
 #include "mb/pg_wchar.h"
+#include "replication/logicalworker.h"
+#include "replication/walsender.h"
 }
 
 using namespace envelope::pg;
 
+namespace {
+
+// PostgreSQL's dump and restore tools, and psql running a plain-format dump: they name
+// themselves in application_name and run with an empty search_path (pg_dump, pg_dumpall and
+// pg_restore set it on connecting; a plain dump sets it in its first lines). An application's
+// session is neither, so its plaintext input keeps refusing sealed values: nobody can feed an
+// application someone else's ciphertext as "plaintext" and have it decrypted for them.
+bool dump_or_restore_session() {
+    const char *path = namespace_search_path;
+    if (path == nullptr || !(path[0] == '\0' || strcmp(path, "\"\"") == 0)) return false;
+    static const char *const kTools[] = {"pg_dump", "pg_dumpall", "pg_restore", "psql"};
+    for (const char *tool : kTools) {
+        if (application_name != nullptr && strcmp(application_name, tool) == 0) return true;
+    }
+    return false;
+}
+
+// Output: a logical walsender (pgoutput, table sync COPY) and dump sessions send ciphertext.
+bool sealed_output() {
+    if (setting_io_mode != io_auto) return setting_io_mode == io_sealed;
+    return am_walsender || dump_or_restore_session();
+}
+
+// Input: logical replication workers and restore sessions receive ciphertext.
+bool sealed_input() {
+    if (setting_io_mode != io_auto) return setting_io_mode == io_sealed;
+    return IsLogicalWorker() || dump_or_restore_session();
+}
+
+}  // namespace
+
 ENVELOPE_SQL_FUNCTION(envelope_encrypted_text_in) {
     const char *s = PG_GETARG_CSTRING(0);
     const size_t len = strlen(s);
-    if (setting_io_mode == io_sealed) return PointerGetDatum(parse_sealed_text(s, len));
+    if (sealed_input()) return PointerGetDatum(parse_sealed_text(s, len));
     return PointerGetDatum(seal_plaintext_input(s, len, nullptr, nullptr));
 }
 
 ENVELOPE_SQL_FUNCTION(envelope_encrypted_text_out) {
     bytea *stored = PG_GETARG_BYTEA_PP(0);
-    if (setting_io_mode == io_sealed) PG_RETURN_CSTRING(sealed_to_text(stored));
+    if (sealed_output()) PG_RETURN_CSTRING(sealed_to_text(stored));
     struct varlena *plain = open_value(reinterpret_cast<const uint8 *>(VARDATA_ANY(stored)),
                                        VARSIZE_ANY_EXHDR(stored), PayloadKind::text, nullptr);
     PG_RETURN_CSTRING(text_to_cstring(reinterpret_cast<text *>(plain)));
@@ -31,7 +65,7 @@ ENVELOPE_SQL_FUNCTION(envelope_encrypted_text_recv) {
     StringInfo buf = reinterpret_cast<StringInfo>(PG_GETARG_POINTER(0));
     int nbytes = 0;
     char *s = pq_getmsgtext(buf, buf->len - buf->cursor, &nbytes);
-    if (setting_io_mode == io_sealed) return PointerGetDatum(parse_sealed_text(s, nbytes));
+    if (sealed_input()) return PointerGetDatum(parse_sealed_text(s, nbytes));
     return PointerGetDatum(seal_plaintext_input(s, nbytes, nullptr, nullptr));
 }
 
@@ -39,7 +73,7 @@ ENVELOPE_SQL_FUNCTION(envelope_encrypted_text_send) {
     bytea *stored = PG_GETARG_BYTEA_PP(0);
     StringInfoData buf;
     pq_begintypsend(&buf);
-    if (setting_io_mode == io_sealed) {
+    if (sealed_output()) {
         char *s = sealed_to_text(stored);
         pq_sendtext(&buf, s, static_cast<int>(strlen(s)));
     } else {
