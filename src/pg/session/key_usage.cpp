@@ -27,8 +27,7 @@ void write_use_lines(TimestampTz now) {
         char extra[96];
         snprintf(extra, sizeof extra, "sealed=%lld opened=%lld",
                  static_cast<long long>(s.audit_sealed), static_cast<long long>(s.audit_opened));
-        const char *role = GetUserNameFromId(s.role, true);
-        audit_line("use", role ? role : "?", s.name, s.version, "allowed", extra);
+        audit_line("use", s.role_name, s.name, s.version, "allowed", extra);
         s.audit_sealed = s.audit_opened = 0;
         s.audit_logged_at = now;
     }
@@ -95,6 +94,8 @@ void usage_assign_slot(LocalCipher *key, Oid role) {
     s.id = key->id;
     s.version = key->version;
     strlcpy(s.name, key->name, sizeof s.name);
+    const char *role_name = GetUserNameFromId(role, true);
+    strlcpy(s.role_name, role_name ? role_name : "?", sizeof s.role_name);
     key->usage_slot = static_cast<int>(&s - usage_slots);
 }
 

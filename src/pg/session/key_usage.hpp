@@ -22,7 +22,9 @@ struct UsageSlot {
     int64 audit_sealed;
     int64 audit_opened;
     TimestampTz audit_logged_at;
-    char name[kKeyNameBytes];  // the key's name, for audit lines
+    char name[kKeyNameBytes];     // the key's name, for audit lines
+    char role_name[NAMEDATALEN];  // read when the slot is assigned: audit lines are written
+                                  // at transaction end, where no catalog may be read
 };
 
 constexpr int kUsageSlots = 128;
