@@ -175,9 +175,11 @@ GRANT SELECT ON envelope.keys, envelope.key_grants TO envelope_admin;
 -------------------------------------------------------------------------------
 -- One row per key management event. Actions today: create, rotate, destroy, grant, revoke;
 -- the column is free text so later events (KEK rotation, re-encryption start and finish) are
--- new values, not a schema change. role is the session user who ran the function.
+-- new values, not a schema change. role is the session user who ran the function. No unique
+-- constraint on id: restoring a dump's history into a database with events of its own must
+-- never fail on a clash.
 CREATE TABLE envelope.key_events (
-    id          bigserial PRIMARY KEY,
+    id          bigserial NOT NULL,
     at          timestamptz NOT NULL DEFAULT now(),
     action      text NOT NULL CHECK (action ~ '^[a-z_]+$'),
     key_name    text NOT NULL,

@@ -5,10 +5,11 @@
 # - A denial from a role without decrypt appears in the log (one structured line) and in
 #   envelope.key_stats.
 # - Key management writes audit lines and envelope.key_events rows; use lines are rate-limited.
-# - Counts and events survive a restart.
+# - Counts and events survive a restart; a dump carries the events.
 # - Nothing secret in the log: no marker plaintext (raw, hex, base64), no DEK (raw, hex), no
 #   wrapped DEK (hex).
 set -euo pipefail
+# shellcheck source=test/integration/lib.sh
 source "$(dirname "$0")/lib.sh"
 
 PORT=$((IT_PORT_BASE + 700))
@@ -87,6 +88,14 @@ assert_eq "800 4000 0" "$(stats_of app)" "app's counts survive a restart"
 assert_eq "0 0 1" "$(stats_of nobody)" "nobody's denial survives a restart"
 assert_eq "$events" "$(psql_at "$PORT" postgres "SELECT string_agg(action, ',' ORDER BY id) FROM envelope.key_events WHERE key_name = 'payroll'")" \
   "key_events survive a restart"
+# ... and a dump: a restored copy carries the history.
+pgtool PGOPTIONS='-c envelope.io=sealed' pg_dump -p "$PORT" -Fc -d postgres -f "$IT_TMP/a.dump" ||
+  fail "pg_dump"
+pgtool createdb -p "$PORT" restored
+pgtool PGOPTIONS='-c envelope.io=sealed' pg_restore -p "$PORT" -d restored "$IT_TMP/a.dump" \
+  2>"$IT_TMP/restore.err" || { cat "$IT_TMP/restore.err"; fail "pg_restore"; }
+assert_eq "$events" "$(psql_at "$PORT" restored "SELECT string_agg(action, ',' ORDER BY id) FROM envelope.key_events WHERE key_name = 'payroll'")" \
+  "a restored copy carries key_events"
 psql_at "$PORT" postgres "SET ROLE app; SELECT count(v::text) FROM t WHERE s = 1" >/dev/null
 assert_eq "800 4200 0" "$(stats_of app)" "counting goes on after the restart"
 
