@@ -63,6 +63,10 @@ BEGIN
     INSERT INTO envelope.key_privileges (key_name, grantee, privilege, granted_by)
         SELECT grant_key.key_name, role_name, p, session_user FROM unnest(privileges) p
         ON CONFLICT DO NOTHING;
+    INSERT INTO envelope.key_events (action, key_name, grantee, privilege)
+        VALUES ('grant', grant_key.key_name, role_name, grant_key.privilege);
+    PERFORM envelope._audit('grant', grant_key.key_name, NULL, 'ok', role_name,
+                            grant_key.privilege);
 END
 $$;
 COMMENT ON FUNCTION envelope.grant_key(text, regrole, text) IS
@@ -74,12 +78,18 @@ CREATE FUNCTION envelope.revoke_key(key_name text, grantee regrole, privilege te
     LANGUAGE plpgsql VOLATILE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     privileges text[] := envelope._key_privilege_list(revoke_key.privilege);
+    role_name name;
 BEGIN
+    SELECT r.rolname INTO STRICT role_name FROM pg_catalog.pg_roles r
+        WHERE r.oid OPERATOR(pg_catalog.=) revoke_key.grantee;
     DELETE FROM envelope.key_privileges g
         WHERE g.key_name OPERATOR(pg_catalog.=) revoke_key.key_name
-          AND g.grantee OPERATOR(pg_catalog.=) (SELECT r.rolname FROM pg_catalog.pg_roles r
-                                               WHERE r.oid OPERATOR(pg_catalog.=) revoke_key.grantee)
+          AND g.grantee OPERATOR(pg_catalog.=) role_name
           AND g.privilege OPERATOR(pg_catalog.=) ANY (privileges);
+    INSERT INTO envelope.key_events (action, key_name, grantee, privilege)
+        VALUES ('revoke', revoke_key.key_name, role_name, revoke_key.privilege);
+    PERFORM envelope._audit('revoke', revoke_key.key_name, NULL, 'ok', role_name,
+                            revoke_key.privilege);
 END
 $$;
 COMMENT ON FUNCTION envelope.revoke_key(text, regrole, text) IS
@@ -177,3 +187,151 @@ GRANT EXECUTE ON FUNCTION envelope.create_key(text), envelope.rotate_key(text),
     envelope.revoke_key(text, regrole, text), envelope._encryptions(uuid),
     envelope._key_report(uuid) TO envelope_admin;
 GRANT SELECT ON envelope.keys, envelope.key_grants TO envelope_admin;
+
+
+-------------------------------------------------------------------------------
+-- Auditing (README, "Auditing"): key management events in a table that is dumped and
+-- replicated, structured audit log lines (envelope.audit), per-role key statistics.
+-------------------------------------------------------------------------------
+-- One row per key management event. Actions today: create, rotate, destroy, grant, revoke;
+-- the column is free text so later events (KEK rotation, re-encryption start and finish) are
+-- new values, not a schema change. role is the session user who ran the function. No unique
+-- constraint on id: restoring a dump's history into a database with events of its own must
+-- never fail on a clash.
+CREATE TABLE envelope.key_events (
+    id          bigserial NOT NULL,
+    at          timestamptz NOT NULL DEFAULT now(),
+    action      text NOT NULL CHECK (action ~ '^[a-z_]+$'),
+    key_name    text NOT NULL,
+    key_version integer,
+    key_id      uuid,
+    role        name NOT NULL DEFAULT session_user,
+    grantee     name,
+    privilege   text
+);
+CREATE INDEX key_events_key_idx ON envelope.key_events (key_name, at);
+COMMENT ON TABLE envelope.key_events IS
+  'Key management history: who created, rotated, destroyed, granted or revoked which key, when (dumped and replicated)';
+REVOKE ALL ON envelope.key_events FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('envelope.key_events', '');
+SELECT pg_catalog.pg_extension_config_dump('envelope.key_events_id_seq', '');
+
+CREATE FUNCTION envelope._audit(action text, key_name text, version integer, outcome text,
+                                grantee text DEFAULT NULL, privilege text DEFAULT NULL)
+    RETURNS void
+    AS 'MODULE_PATHNAME', 'envelope_audit' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION envelope._audit(text, text, integer, text, text, text) IS
+  'Internal: writes one key management audit line (as the session user) when envelope.audit allows it';
+REVOKE ALL ON FUNCTION envelope._audit(text, text, integer, text, text, text) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION envelope.create_key(name text) RETURNS uuid
+    LANGUAGE plpgsql VOLATILE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    new_id uuid := gen_random_uuid();
+    w record;
+BEGIN
+    -- Checked here, before a DEK exists, so no error text can ever echo a wrapped key.
+    IF create_key.name = '' OR length(create_key.name) >= 64 THEN
+        RAISE EXCEPTION 'invalid key name "%"', create_key.name
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Key names are 1 to 63 characters long.';
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtext('pg_envelope.key:' || create_key.name));
+    IF EXISTS (SELECT 1 FROM envelope.keyring k WHERE k.name = create_key.name) THEN
+        RAISE EXCEPTION 'key "%" already exists', create_key.name
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'Use envelope.rotate_key() to add a new version of an existing key.';
+    END IF;
+    SELECT * INTO w FROM envelope._new_wrapped_dek(new_id);
+    INSERT INTO envelope.keyring (id, name, version, state, kek_label, wrapped_dek)
+        VALUES (new_id, create_key.name, 1, 'active', w.kek_label, w.wrapped_dek);
+    INSERT INTO envelope.key_events (action, key_name, key_version, key_id)
+        VALUES ('create', create_key.name, 1, new_id);
+    PERFORM envelope._audit('create', create_key.name, 1, 'ok');
+    RETURN new_id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION envelope.rotate_key(name text) RETURNS uuid
+    LANGUAGE plpgsql VOLATILE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    new_id uuid := gen_random_uuid();
+    next_version integer;
+    w record;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('pg_envelope.key:' || rotate_key.name));
+    SELECT max(k.version) + 1 INTO next_version FROM envelope.keyring k
+        WHERE k.name = rotate_key.name;
+    IF next_version IS NULL THEN
+        RAISE EXCEPTION 'key "%" does not exist', rotate_key.name
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    SELECT * INTO w FROM envelope._new_wrapped_dek(new_id);
+    UPDATE envelope.keyring k SET state = 'decrypt_only', state_changed_at = now()
+        WHERE k.name = rotate_key.name AND k.state = 'active';
+    INSERT INTO envelope.keyring (id, name, version, state, kek_label, wrapped_dek)
+        VALUES (new_id, rotate_key.name, next_version, 'active', w.kek_label, w.wrapped_dek);
+    INSERT INTO envelope.key_events (action, key_name, key_version, key_id)
+        VALUES ('rotate', rotate_key.name, next_version, new_id);
+    PERFORM envelope._audit('rotate', rotate_key.name, next_version, 'ok');
+    RETURN new_id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION envelope.destroy_key(name text, version integer) RETURNS uuid
+    LANGUAGE plpgsql VOLATILE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    destroyed_id uuid;
+BEGIN
+    UPDATE envelope.keyring k
+        SET state = 'destroyed', wrapped_dek = NULL, state_changed_at = now()
+        WHERE k.name = destroy_key.name AND k.version = destroy_key.version
+          AND k.state <> 'destroyed'
+        RETURNING k.id INTO destroyed_id;
+    IF destroyed_id IS NULL THEN
+        RAISE EXCEPTION 'key "%" version % does not exist or is already destroyed',
+            destroy_key.name, destroy_key.version
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    INSERT INTO envelope.key_events (action, key_name, key_version, key_id)
+        VALUES ('destroy', destroy_key.name, destroy_key.version, destroyed_id);
+    PERFORM envelope._audit('destroy', destroy_key.name, destroy_key.version, 'ok');
+    RETURN destroyed_id;
+END
+$$;
+
+-- Per (database, role, key version) counts kept in shared memory (envelope.stats_max rows,
+-- least recently used dropped first), summed per session and added at transaction end.
+CREATE FUNCTION envelope._key_stats(OUT dbid oid, OUT userid oid, OUT key_id uuid,
+    OUT sealed bigint, OUT opened bigint, OUT denied bigint, OUT first_use timestamptz,
+    OUT last_use timestamptz)
+    RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'envelope_key_stats' LANGUAGE C STRICT VOLATILE;
+COMMENT ON FUNCTION envelope._key_stats() IS
+  'Internal: key use counts per database, role and key version (superusers, envelope_admin, pg_monitor)';
+REVOKE ALL ON FUNCTION envelope._key_stats() FROM PUBLIC;
+
+-- Key names and versions are known for this database's keys only (other databases' rows show
+-- their key_id).
+CREATE VIEW envelope.key_stats AS
+    SELECT s.dbid, d.datname AS database, s.userid, r.rolname AS role, k.name AS key_name,
+           k.version AS key_version, s.key_id, s.sealed, s.opened, s.denied, s.first_use,
+           s.last_use
+    FROM envelope._key_stats() s
+    LEFT JOIN pg_catalog.pg_database d ON d.oid OPERATOR(pg_catalog.=) s.dbid
+    LEFT JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) s.userid
+    LEFT JOIN envelope.keyring k ON k.id OPERATOR(pg_catalog.=) s.key_id
+         AND d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database();
+COMMENT ON VIEW envelope.key_stats IS
+  'Values sealed and opened, and privilege denials, per database, role and key version, with first and last use';
+REVOKE ALL ON envelope.key_stats FROM PUBLIC;
+
+CREATE FUNCTION envelope.key_stats_reset() RETURNS bigint
+    AS 'MODULE_PATHNAME', 'envelope_key_stats_reset' LANGUAGE C STRICT VOLATILE;
+COMMENT ON FUNCTION envelope.key_stats_reset() IS
+  'Forgets every key statistic (all databases); returns the rows dropped (superuser, envelope_admin)';
+REVOKE ALL ON FUNCTION envelope.key_stats_reset() FROM PUBLIC;
+
+GRANT SELECT ON envelope.key_stats, envelope.key_events TO envelope_admin, pg_monitor;
+GRANT EXECUTE ON FUNCTION envelope._key_stats() TO envelope_admin, pg_monitor;
+GRANT EXECUTE ON FUNCTION envelope.key_stats_reset() TO envelope_admin;

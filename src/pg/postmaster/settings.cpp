@@ -1,6 +1,7 @@
 // Defines the envelope.* configuration parameters.
 #include "postmaster/settings.hpp"
 #include "shmem/key_cache.hpp"
+#include "shmem/key_stats.hpp"
 
 namespace envelope::pg {
 
@@ -13,12 +14,21 @@ char *setting_default_key = nullptr;
 int setting_pad_block = 16;
 int setting_io_mode = io_auto;
 int setting_nonce_warning_threshold = 1 << 30;
+int setting_audit = audit_management;
 
 namespace {
 const struct config_enum_entry io_mode_options[] = {
     {"plaintext", io_plaintext, false},
     {"sealed", io_sealed, false},
     {"auto", io_auto, false},
+    {nullptr, 0, false},
+};
+
+const struct config_enum_entry audit_options[] = {
+    {"off", audit_off, false},
+    {"management", audit_management, false},
+    {"denials", audit_denials, false},
+    {"all", audit_all, false},
     {nullptr, 0, false},
 };
 
@@ -75,6 +85,17 @@ void define_settings() {
         "Encryptions under one data key after which a WARNING suggests rotating it.", nullptr,
         &setting_nonce_warning_threshold, 1 << 30, 1, INT_MAX, PGC_SUSET, 0, nullptr, nullptr,
         nullptr);
+    DefineCustomEnumVariable(
+        "envelope.audit",
+        "Audit log lines: off, management (key management), denials (and privilege denials), "
+        "all (and key use, at most one line per role and key per minute per session).",
+        nullptr, &setting_audit, audit_management, audit_options, PGC_SUSET, 0, nullptr, nullptr,
+        nullptr);
+    DefineCustomIntVariable("envelope.stats_max",
+                            "Rows (database, role, key version) envelope.key_stats keeps; the "
+                            "least recently used are dropped when it is full.",
+                            nullptr, &key_stats_max_setting, 4096, 100, 1000000, PGC_POSTMASTER, 0,
+                            nullptr, nullptr, nullptr);
     MarkGUCPrefixReserved("envelope");
 }
 

@@ -13,8 +13,11 @@ extern char *setting_default_key;
 extern int setting_pad_block;
 extern int setting_io_mode;  // IoMode
 extern int setting_nonce_warning_threshold;
+extern int setting_audit;  // AuditLevel
 
 enum IoMode { io_plaintext = 0, io_sealed = 1, io_auto = 2 };
+// envelope.audit: each level logs what the one before it logs, and more.
+enum AuditLevel { audit_off = 0, audit_management = 1, audit_denials = 2, audit_all = 3 };
 
 void define_settings();
 

@@ -43,6 +43,8 @@ LocalCipher *install_local(const envelope::DekId &id, uint64 generation) {
     victim->used = true;
     victim->nonce_warned = false;
     victim->name_known = false;
+    victim->version = 0;
+    victim->usage_slot = 0;
     victim->privileges = PrivilegeDecisions{InvalidOid, 0, {false, false}};
     victim->database = MyDatabaseId;
     victim->id = id;
@@ -52,6 +54,10 @@ LocalCipher *install_local(const envelope::DekId &id, uint64 generation) {
 }
 
 }  // namespace
+
+void cipher_cache_forget_decisions() {
+    for (auto &k : local) k.privileges.role = InvalidOid;
+}
 
 LocalCipher *cipher_cache_lookup(const envelope::DekId &id) {
     const uint64 generation = key_cache_generation();

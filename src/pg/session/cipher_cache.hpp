@@ -25,10 +25,15 @@ struct LocalCipher {
     bool nonce_warned;  // the nonce-budget WARNING was given in this session
     bool name_known;    // name holds the key's name (read from the keyring on first check)
     char name[kKeyNameBytes];
+    int version;     // the key's version (read with the name)
+    int usage_slot;  // session/key_usage slot of (privileges.role, this key); valid once decided
     PrivilegeDecisions privileges;
 };
 
 // The keyed context for a DEK of this database, or nullptr when the shared cache lacks it.
 LocalCipher *cipher_cache_lookup(const envelope::DekId &id);
+
+// Makes every cached key's next privilege check a slow one (which re-assigns its usage slot).
+void cipher_cache_forget_decisions();
 
 }  // namespace envelope::pg

@@ -1,6 +1,8 @@
 // Per-key privilege checks (see key_privileges.hpp).
 #include "session/key_privileges.hpp"
 #include "db/keyring.hpp"
+#include "session/audit.hpp"
+#include "session/key_usage.hpp"
 
 #include "hex.hpp"
 
@@ -33,7 +35,16 @@ uint64 stamp() {
     return keyring_grants_epoch() * 1000003u + role_epoch;
 }
 
-[[noreturn]] void raise_denied(const char *key_name, KeyPrivilege p) {
+// The denial is counted (added to key_stats when the transaction aborts) and, with
+// envelope.audit = denials or all, logged before the ERROR is raised.
+[[noreturn]] void raise_denied(LocalCipher *key, KeyPrivilege p) {
+    const char *key_name = key->name;
+    usage_count_denial(key);
+    if (audit_enabled(audit_denials)) {
+        audit_line(p == KeyPrivilege::encrypt ? "encrypt" : "decrypt",
+                   GetUserNameFromId(GetUserId(), false), key_name, key->version, "denied",
+                   nullptr);
+    }
     ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
                     errmsg("permission denied for key \"%s\"", key_name),
                     errdetail("Role \"%s\" lacks the %s privilege on this key.",
@@ -80,15 +91,17 @@ void require_key_privilege(LocalCipher *key, KeyPrivilege p) {
                                 errmsg("key %s does not exist in this database", uuid)));
             }
             strlcpy(key->name, row.name, sizeof key->name);
+            key->version = row.version;
             key->name_known = true;
         }
+        usage_assign_slot(key, user);
         d.role = user;
         d.stamp = now;
         d.allowed[0] = role_has_key_privilege(user, key->name, KeyPrivilege::encrypt);
         d.allowed[1] = role_has_key_privilege(user, key->name, KeyPrivilege::decrypt);
         if (d.allowed[static_cast<int>(p)]) return;
     }
-    raise_denied(key->name, p);
+    raise_denied(key, p);
 }
 
 }  // namespace envelope::pg

@@ -2,6 +2,7 @@
 #include "session/value_crypto.hpp"
 #include "postmaster/settings.hpp"
 #include "session/key_privileges.hpp"
+#include "session/key_usage.hpp"
 #include "session/session_keys.hpp"
 
 #include "envelope_format.hpp"
@@ -109,6 +110,7 @@ bytea *seal_value(const char *data, size_t len, const char *key_name, PayloadKin
                                 {c.data, c.size}, pad, reinterpret_cast<uint8 *>(VARDATA(out)));
     if (st != envelope::EnvelopeStatus::ok) raise_status(st, context != nullptr);
     count_seal(key);
+    usage_count_seal(key);
     return out;
 }
 
@@ -141,6 +143,7 @@ struct varlena *open_value(const uint8 *sealed, size_t len, PayloadKind kind,
     // Wipe the padding tail, which held decrypted bytes too.
     envelope::secure_zero(plain + plain_len, parsed.ciphertext.size - plain_len);
     SET_VARSIZE(out, VARHDRSZ + plain_len);
+    usage_count_open(key);
     return out;
 }
 
@@ -184,6 +187,7 @@ ValueCheck check_value(const uint8 *sealed, size_t len, PayloadKind kind, const 
     pfree(scratch);
     if (st == envelope::EnvelopeStatus::auth_failed) return ValueCheck::auth_failed;
     if (st != envelope::EnvelopeStatus::ok) raise_status(st, context != nullptr);
+    usage_count_open(key);
     return ValueCheck::opened;
 }
 

@@ -2,6 +2,7 @@
 #include "shmem/shmem.hpp"
 #include "shmem/keeper_status.hpp"
 #include "shmem/key_cache.hpp"
+#include "shmem/key_stats.hpp"
 #include "shmem/request_queue.hpp"
 
 #include <sys/mman.h>
@@ -22,6 +23,7 @@ LWLock *shared_lock(SharedLock which) {
 void shmem_request() {
     Size size = add_size(key_cache_shmem_size(), keeper_status_shmem_size());
     size = add_size(size, request_queue_shmem_size());
+    size = add_size(size, key_stats_shmem_size());
     RequestAddinShmemSpace(size);
     RequestNamedLWLockTranche(kTranche, kSharedLockCount);
     requested = true;
@@ -32,6 +34,7 @@ void shmem_startup() {
     key_cache_shmem_attach();
     keeper_status_shmem_attach();
     request_queue_shmem_attach();
+    key_stats_shmem_attach();
     LWLockRelease(AddinShmemInitLock);
     attached = true;
 }

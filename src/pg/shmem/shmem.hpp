@@ -1,13 +1,14 @@
 // pg_envelope's shared memory as a whole: asks the postmaster for space and locks, then lets
-// each owner attach its own named structure (key cache, keeper status, request queue).
+// each owner attach its own named structure (key cache, keeper status, request queue, key
+// statistics).
 #pragma once
 #include "boundary/pg_includes.hpp"
 
 namespace envelope::pg {
 
 // The named LWLock tranche; each owner takes its own lock and no other module takes it.
-enum class SharedLock { key_cache = 0, keeper_status = 1, request_queue = 2 };
-constexpr int kSharedLockCount = 3;
+enum class SharedLock { key_cache = 0, keeper_status = 1, request_queue = 2, key_stats = 3 };
+constexpr int kSharedLockCount = 4;
 LWLock *shared_lock(SharedLock which);
 
 void shmem_request();  // from shmem_request_hook
