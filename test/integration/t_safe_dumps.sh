@@ -34,7 +34,8 @@ psql_at "$PORT_A" postgres "
   CREATE ROLE backup LOGIN;
   GRANT USAGE ON SCHEMA app, zz TO backup;
   GRANT SELECT ON ALL TABLES IN SCHEMA app, zz, public TO backup;
-  GRANT SELECT ON envelope.keyring, envelope.key_privileges TO backup;" >/dev/null
+  GRANT SELECT ON ALL TABLES IN SCHEMA envelope TO backup;
+  GRANT SELECT ON ALL SEQUENCES IN SCHEMA envelope TO backup;" >/dev/null
 digest="SELECT md5(string_agg(x, '|' ORDER BY x)) FROM (
   SELECT 'app' || id || v::text || envelope.decrypt(c, id::text::bytea) AS x FROM app.t
   UNION ALL SELECT 'p' || id || v::text FROM public.p UNION ALL SELECT 'q' || id || v::text FROM zz.q) s"
