@@ -165,20 +165,8 @@ CREATE FUNCTION envelope.verify(tbl regclass, col name, context_expr text DEFAUL
 COMMENT ON FUNCTION envelope.verify(regclass, name, text) IS
   'Opens every value of an encrypted_text or bytea column and counts, per key version, values that open, cannot be checked without a context, are under a destroyed key, or fail (context_expr: SQL over the row giving its context)';
 
--- status(): columns named so they cannot be misread. The start-up load's figures say they are
--- about the start-up load (a key created later is cached but was never "loaded" at start-up),
--- and the cache counts say which database they count.
-DROP FUNCTION envelope.status();
-CREATE FUNCTION envelope.status(
-    OUT keeper_state text, OUT keeper_pid integer, OUT pkcs11_module text,
-    OUT token_label text, OUT kek_label text, OUT kek_found boolean, OUT last_error text,
-    OUT last_error_at timestamptz, OUT next_retry_at timestamptz, OUT keys_cached_here integer,
-    OUT keys_cached_total integer, OUT cache_capacity integer, OUT startup_databases integer,
-    OUT startup_keys_loaded bigint, OUT startup_load_failures bigint,
-    OUT startup_load_ms double precision)
-    AS 'MODULE_PATHNAME', 'envelope_status' LANGUAGE C STRICT VOLATILE PARALLEL SAFE;
 COMMENT ON FUNCTION envelope.status() IS
-  'Keeper state, HSM (module, token, KEK, last error; details for superusers, envelope_admin, pg_monitor), keys cached in this database and in all, cache capacity, and the start-up load (databases, keys, failures, ms)';
+  'Keeper state, HSM (module, token, KEK, last error; details for superusers, envelope_admin, pg_monitor), keys cached in this database and in all, cache capacity, keys the keeper put in the cache since it started (keys_loaded) and those it could not (load_failures), and its start-up load (databases_loaded, last_load_ms)';
 
 -- Key management by delegation: envelope_admin members manage keys and their privileges.
 GRANT USAGE ON SCHEMA envelope TO envelope_admin;

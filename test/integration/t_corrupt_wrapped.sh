@@ -31,7 +31,7 @@ assert_eq 61 "$(psql_at "$PORT" postgres "SELECT length(wrapped_dek) FROM envelo
 # Restart (empty cache, everything reloaded), then corrupt the keyring as a superuser.
 pg_restart a
 wait_ready a "$PORT"
-assert_eq "5|5|0" "$(status_at "$PORT" postgres "keys_cached_here, startup_keys_loaded, startup_load_failures")" \
+assert_eq "5|5|0" "$(status_at "$PORT" postgres "keys_cached, keys_loaded, load_failures")" \
   "intact keyring: all 5 keys load after a restart"
 orig_a=$(psql_at "$PORT" postgres "SELECT encode(wrapped_dek, 'hex') FROM envelope.keyring WHERE name = 'a'")
 psql_at "$PORT" postgres "
@@ -45,7 +45,7 @@ assert_eq 1 "$(psql_at "$PORT" postgres "SELECT count(DISTINCT wrapped_dek) FROM
 
 pg_restart a
 wait_ready a "$PORT"
-assert_eq "2|2|3" "$(status_at "$PORT" postgres "keys_cached_here, startup_keys_loaded, startup_load_failures")" \
+assert_eq "2|2|3" "$(status_at "$PORT" postgres "keys_cached, keys_loaded, load_failures")" \
   "after the restart: default and b loaded, a, c and d failed"
 
 # Values under a, c (and d) fail with XX001 and name the key; b and default decrypt.

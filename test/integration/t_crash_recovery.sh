@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # t_crash_recovery: SIGKILL of the keeper, then of a regular backend, makes the postmaster reset
-# shared memory; afterwards the keeper rebuilds the key cache (keys_cached_here back to the full
+# shared memory; afterwards the keeper rebuilds the key cache (keys_cached back to the full
 # count), every key has the same key check value, and all data written before decrypts.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -22,7 +22,7 @@ psql_at "$PORT" postgres "
 NKEYS=5   # default, k1, k2, k3 v1, k3 v2
 kcvs=$(psql_at "$PORT" postgres "SELECT name, version, key_check_value FROM envelope.keys")
 assert_eq "$NKEYS" "$(grep -cE '\|[0-9a-f]{16}$' <<<"$kcvs")" "all $NKEYS keys have key check values"
-assert_eq "$NKEYS" "$(status_at "$PORT" postgres keys_cached_here)" "all keys cached before the crashes"
+assert_eq "$NKEYS" "$(status_at "$PORT" postgres keys_cached)" "all keys cached before the crashes"
 started=$(psql_at "$PORT" postgres "SELECT pg_postmaster_start_time()")
 
 # wait_reset OLD_KEEPER_PID: waits until a new keeper is ready after the crash reset.
@@ -44,8 +44,8 @@ check_all() {
     "$when: all values decrypt"
   assert_eq "$kcvs" "$(psql_at "$PORT" postgres "SELECT name, version, key_check_value FROM envelope.keys")" \
     "$when: every key has the same key check value"
-  assert_eq "$NKEYS|$NKEYS|0" "$(status_at "$PORT" postgres "keys_cached_here, startup_keys_loaded, startup_load_failures")" \
-    "$when: keys_cached_here is back to the full count (loaded by the keeper)"
+  assert_eq "$NKEYS|$NKEYS|0" "$(status_at "$PORT" postgres "keys_cached, keys_loaded, load_failures")" \
+    "$when: keys_cached is back to the full count (loaded by the keeper)"
   for k in default k1 k2 k3; do
     got=$(psql_at "$PORT" postgres "SELECT envelope.decrypt(envelope.encrypt('fresh $k', '$k'))")
     [[ $got == "fresh $k" ]] || fail "$when: key $k cannot seal and open a new value"

@@ -30,7 +30,7 @@ assert_eq 5 "$(total)" "d1's keys were unwrapped again on use"
 
 psql_at "$PORT" d1 "DROP EXTENSION pg_envelope CASCADE" >/dev/null 2>&1
 assert_eq 3 "$(total)" "DROP EXTENSION removed d1's 2 keys"
-assert_eq 2 "$(status_at "$PORT" d2 keys_cached_here)" "d2 keeps its keys"
+assert_eq 2 "$(status_at "$PORT" d2 keys_cached)" "d2 keeps its keys"
 
 psql_at "$PORT" postgres "DROP DATABASE d2" >/dev/null
 assert_eq 1 "$(total)" "DROP DATABASE removed d2's keys; only postgres' default remains"

@@ -104,7 +104,7 @@ as_mallory mdb "ALTER DATABASE mdb SET search_path = m, pg_catalog, public"
 psql_at "$PORT" mdb "SELECT envelope.create_key('k' || g) FROM generate_series(1, 5) g" >/dev/null
 pg_restart a
 wait_ready a "$PORT"
-assert_eq 6 "$(psql_at "$PORT" mdb "SELECT keys_cached_here FROM envelope.status()")" \
+assert_eq 6 "$(psql_at "$PORT" mdb "SELECT keys_cached FROM envelope.status()")" \
   "the loader read mdb's keyring at start-up (default, k1..k5)"
 not_superuser "ALTER DATABASE mdb SET search_path, then a restart (the loader ran in mdb)"
 out=$(as_mallory mdb "SELECT v FROM t; SELECT envelope.encrypt('x') IS NOT NULL;

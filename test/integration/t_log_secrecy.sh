@@ -71,7 +71,7 @@ psql_at "$PORT" postgres "UPDATE envelope.keyring SET wrapped_dek = set_byte(wra
 b_bad=$(psql_at "$PORT" postgres "SELECT encode(wrapped_dek, 'hex') FROM envelope.keyring WHERE name = 'b'")
 pg_restart a
 wait_ready a "$PORT"
-assert_eq 1 "$(status_at "$PORT" postgres startup_load_failures)" "the corrupted key failed to load"
+assert_eq 1 "$(status_at "$PORT" postgres load_failures)" "the corrupted key failed to load"
 psql_fail_state "$PORT" postgres XX001 "SELECT v FROM t ORDER BY id" >/dev/null
 pass "reading a value under the corrupted key fails (XX001)"
 assert_file_contains "$LOG" "key b (version 1) in database \"postgres\" cannot be loaded" "the loader warned about b"

@@ -109,7 +109,7 @@ assert_eq 0.0 "$(metric "$m" 'pg_envelope_keeper_failing{state="ready"}')" "keep
 assert_eq nan "$(metric "$m" 'pg_envelope_keeper_last_error_age_seconds{state="ready"}')" \
   "keeper: no error since startup (NaN)"
 assert_eq 1024.0 "$(metric "$m" 'pg_envelope_cache_cache_capacity{datname="postgres"}')" "cache: capacity = envelope.max_keys"
-assert_eq 3.0 "$(metric "$m" 'pg_envelope_cache_keys_cached_here{datname="postgres"}')" "cache: default, payroll v1 and v2 cached"
+assert_eq 3.0 "$(metric "$m" 'pg_envelope_cache_keys_cached{datname="postgres"}')" "cache: default, payroll v1 and v2 cached"
 assert_eq 5.0 "$(metric "$m" 'pg_envelope_key_encryptions{datname="postgres",key_name="payroll",key_version="1",key_state="decrypt_only"}')" \
   "key: payroll v1 sealed 5 values"
 assert_eq 3.0 "$(metric "$m" 'pg_envelope_key_encryptions{datname="postgres",key_name="payroll",key_version="2",key_state="active"}')" \
@@ -118,7 +118,7 @@ assert_eq 4294967296.0 "$(metric "$m" 'pg_envelope_key_nonce_budget{datname="pos
   "key: the nonce budget is 2^32"
 assert_eq 3 "$(metric "$m" 'pg_envelope_key_nonce_budget_used_ratio{datname="postgres",key_name="payroll",key_version="2",key_state="active"}' |
   awk '{ printf "%.0f", $1 * 4294967296 }')" "key: used ratio = encryptions / 2^32"
-assert_eq 0.0 "$(metric "$m" 'pg_envelope_load_startup_load_failures{}')" "load: no failures"
+assert_eq 0.0 "$(metric "$m" 'pg_envelope_load_load_failures{}')" "load: no failures"
 
 # A KEK label the token does not have: the keeper fails on reload and says so.
 psql_at "$PORT" postgres "ALTER SYSTEM SET envelope.kek_label = 'no-such-kek'" >/dev/null

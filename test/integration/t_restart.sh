@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # t_restart: after a clean restart (pg_ctl restart -m fast) the keeper loads the keys of every
-# database that has the extension (startup_keys_loaded = non-destroyed keyring rows across databases),
+# database that has the extension (keys_loaded = non-destroyed keyring rows across databases),
 # all data decrypts and every key keeps its key check value. A database created after startup
 # (from template0) gets working keys with CREATE EXTENSION, without a restart.
 set -euo pipefail
@@ -73,11 +73,11 @@ as_pg SOFTHSM2_CONF="$IT_SOFTHSM_CONF" "$PG_BIN/pg_ctl" -D "$IT_TMP/a" -l "$IT_T
 pass "pg_ctl restart -m fast"
 wait_ready a "$PORT"
 want_dbs=$(psql_at "$PORT" postgres "SELECT count(*) FROM pg_database WHERE datallowconn AND NOT datistemplate")
-st=$(status_at "$PORT" postgres "startup_keys_loaded, startup_load_failures, keys_cached_total, startup_databases")
+st=$(status_at "$PORT" postgres "keys_loaded, load_failures, keys_cached_total, databases_loaded")
 assert_eq "$LIVE|0|$LIVE|$want_dbs" "$st" \
-  "startup_keys_loaded = keys_cached_total = live keyring rows of both databases; every database visited"
-assert_eq 8 "$(status_at "$PORT" postgres keys_cached_here)" "postgres: its 8 keys are cached"
-assert_eq 3 "$(status_at "$PORT" db2 keys_cached_here)" "db2: its 3 keys are cached before any use"
+  "keys_loaded = keys_cached_total = live keyring rows of both databases; every database visited"
+assert_eq 8 "$(status_at "$PORT" postgres keys_cached)" "postgres: its 8 keys are cached"
+assert_eq 3 "$(status_at "$PORT" db2 keys_cached)" "db2: its 3 keys are cached before any use"
 check_data postgres "after restart"
 check_data db2 "after restart"
 assert_eq "$kcv_postgres" "$(snapshot postgres)" "postgres: same key check values after the restart"
@@ -98,20 +98,20 @@ psql_at "$PORT" db3 "SELECT envelope.create_key('late')" >/dev/null
 psql_at "$PORT" db3 "CREATE TABLE t (id serial PRIMARY KEY, k text, plain text, v encrypted_text)"
 fill db3 default late
 check_data db3 "created after startup"
-assert_eq 2 "$(status_at "$PORT" db3 keys_cached_here)" "db3: both keys cached without a restart"
+assert_eq 2 "$(status_at "$PORT" db3 keys_cached)" "db3: both keys cached without a restart"
 assert_eq "$((LIVE + 2))" "$(status_at "$PORT" postgres keys_cached_total)" "the cache holds db3's keys too"
 # Evict db3's keys from the cache: a fresh session unwraps them on demand through the keeper.
 psql_at "$PORT" db3 "SELECT envelope._forget_key(id) FROM envelope.keyring" >/dev/null
-assert_eq 0 "$(status_at "$PORT" db3 keys_cached_here)" "db3: keys evicted"
+assert_eq 0 "$(status_at "$PORT" db3 keys_cached)" "db3: keys evicted"
 check_data db3 "after eviction, unwrapped on demand"
-assert_eq 2 "$(status_at "$PORT" db3 keys_cached_here)" "db3: keys cached again after on-demand unwrap"
+assert_eq 2 "$(status_at "$PORT" db3 keys_cached)" "db3: keys cached again after on-demand unwrap"
 
 # Another restart loads all three databases.
 pg_restart a
 wait_ready a "$PORT"
 LIVE3=$(live_rows db3)
 assert_eq "$((LIVE + 2))" "$LIVE3" "live rows include db3's 2 keys"
-assert_eq "$LIVE3|0" "$(status_at "$PORT" postgres "startup_keys_loaded, startup_load_failures")" \
-  "second restart: startup_keys_loaded covers all three databases"
+assert_eq "$LIVE3|0" "$(status_at "$PORT" postgres "keys_loaded, load_failures")" \
+  "second restart: keys_loaded covers all three databases"
 for db in postgres db2 db3; do check_data "$db" "after second restart"; done
 echo "t_restart: all checks passed"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # t_scale_10k: 10,000 keys in one database with one KEK on the token. Prints how long creating
-# them takes, the startup load time (status startup_load_ms) and the wall time from pg_ctl start to
+# them takes, the startup load time (status last_load_ms) and the wall time from pg_ctl start to
 # keeper_state = 'ready' (informational only: no timing assertions). Asserts that all keys are
 # cached after a restart, that a sample decrypts, and that the token still holds exactly one
 # secret key. Then a server with envelope.max_keys = 16 refuses the 17th key with SQLSTATE 53400.
@@ -26,7 +26,7 @@ create_ms=$(($(ms_now) - t0))
 echo "SCALE: created $NKEYS keys in one statement in $create_ms ms"
 assert_eq "$((NKEYS + 1))" "$(psql_at "$PORT" postgres "SELECT count(*) FROM envelope.keyring")" \
   "$NKEYS keys (+ default) in the keyring"
-assert_eq "$((NKEYS + 1))" "$(status_at "$PORT" postgres keys_cached_here)" "all new keys are cached at once"
+assert_eq "$((NKEYS + 1))" "$(status_at "$PORT" postgres keys_cached)" "all new keys are cached at once"
 
 # Sample data under a spread of keys.
 SAMPLE="1, 2, 777, 4242, 5000, 9999, $NKEYS"
@@ -40,9 +40,9 @@ t0=$(ms_now)
 pg_start big "$PORT"
 wait_ready big "$PORT" ready 240
 wall_ms=$(($(ms_now) - t0))
-st=$(status_at "$PORT" postgres "startup_keys_loaded, startup_load_failures, keys_cached_here, round(startup_load_ms)")
+st=$(status_at "$PORT" postgres "keys_loaded, load_failures, keys_cached, round(last_load_ms)")
 IFS='|' read -r loaded failures cached load_ms <<<"$st"
-echo "SCALE: $loaded keys loaded in $load_ms ms (status startup_load_ms)"
+echo "SCALE: $loaded keys loaded in $load_ms ms (status last_load_ms)"
 echo "SCALE: wall time from pg_ctl start to keeper_state = 'ready': $wall_ms ms"
 assert_eq "$((NKEYS + 1))|0|$((NKEYS + 1))" "$loaded|$failures|$cached" \
   "after the restart all $((NKEYS + 1)) keys are loaded and cached, none failed"
@@ -52,7 +52,7 @@ assert_eq "$kcv_sample" "$(psql_at "$PORT" postgres "SELECT name, key_check_valu
   WHERE name IN (SELECT 'k' || g FROM unnest(ARRAY[$SAMPLE]) g)")" "the sample keys kept their key check values"
 assert_eq "new under k3333" "$(psql_at "$PORT" postgres "SELECT envelope.encrypt('new under k3333', 'k3333')::text")" \
   "a key without data seals and opens"
-assert_eq "$((NKEYS + 1))" "$(status_at "$PORT" postgres keys_cached_here)" "no extra unwraps were needed"
+assert_eq "$((NKEYS + 1))" "$(status_at "$PORT" postgres keys_cached)" "no extra unwraps were needed"
 
 # One KEK on the token, however many DEKs.
 objects=$(as_pg SOFTHSM2_CONF="$IT_SOFTHSM_CONF" pkcs11-tool --module "$SOFTHSM_MODULE" \
@@ -74,7 +74,7 @@ wait_ready small "$PORT_SMALL"
 psql_at "$PORT_SMALL" postgres "CREATE EXTENSION pg_envelope" || fail "CREATE EXTENSION (small)"
 assert_eq 16 "$(status_at "$PORT_SMALL" postgres cache_capacity)" "small: capacity 16"
 for i in $(seq 2 16); do psql_at "$PORT_SMALL" postgres "SELECT envelope.create_key('s$i')" >/dev/null; done
-assert_eq "16|16" "$(status_at "$PORT_SMALL" postgres "keys_cached_here, (SELECT count(*) FROM envelope.keyring)")" \
+assert_eq "16|16" "$(status_at "$PORT_SMALL" postgres "keys_cached, (SELECT count(*) FROM envelope.keyring)")" \
   "small: 16 keys (default + 15) fill the cache"
 out=$(psql_fail_state "$PORT_SMALL" postgres 53400 "SELECT envelope.create_key('s17')")
 assert_contains "$out" "key cache is full" "small: the 17th key fails with 53400"

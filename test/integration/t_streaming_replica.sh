@@ -63,10 +63,10 @@ assert_eq "$digest_p" "$(psql_at "$PORT_S" postgres "$digest_sql")" \
   "standby: every row decrypts to the primary's plaintext (count + md5)"
 assert_eq "$keys_p" "$(psql_at "$PORT_S" postgres "$keys_sql")" \
   "standby: envelope.keys ids, versions, states and key check values equal the primary's"
-st_p=$(status_at "$PORT_P" postgres "keys_cached_here")
-st_s=$(status_at "$PORT_S" postgres "keys_cached_here")
-assert_eq "$st_p" "$st_s" "status keys_cached_here on the standby equals the primary's ($st_p)"
-assert_eq "2|0|2" "$(status_at "$PORT_S" postgres "startup_keys_loaded, startup_load_failures, keys_cached_total")" \
+st_p=$(status_at "$PORT_P" postgres "keys_cached")
+st_s=$(status_at "$PORT_S" postgres "keys_cached")
+assert_eq "$st_p" "$st_s" "status keys_cached on the standby equals the primary's ($st_p)"
+assert_eq "2|0|2" "$(status_at "$PORT_S" postgres "keys_loaded, load_failures, keys_cached_total")" \
   "standby loader: 2 keys loaded at startup, no failures"
 # encrypt() is a read-only function: the standby can seal (not store) values too.
 assert_eq "round trip" "$(psql_at "$PORT_S" postgres "SELECT envelope.decrypt(envelope.encrypt('round trip', 'k2'))")" \
@@ -122,10 +122,10 @@ assert_eq "t" "$(psql_at "$PORT_S" postgres "
   SELECT substr(decode(substr(envelope.encrypted_text_out(envelope.encrypt('x', 'k2'))::text, 8), 'base64'), 2, 16)
          = (SELECT uuid_send(id) FROM envelope.keyring WHERE name = 'k2' AND version = 2)")" \
   "standby: encrypt(.., 'k2') uses the replicated active version 2"
-# keys_cached_here on the standby, less the orphans the failed create_key/rotate_key left (if any).
+# keys_cached on the standby, less the orphans the failed create_key/rotate_key left (if any).
 orphans=$((cached_after - cached_before))
-assert_eq "$(status_at "$PORT_P" postgres keys_cached_here)" "$(( $(status_at "$PORT_S" postgres keys_cached_here) - orphans ))" \
-  "status keys_cached_here equal on both after the new keys are used (standby less $orphans orphan(s))"
+assert_eq "$(status_at "$PORT_P" postgres keys_cached)" "$(( $(status_at "$PORT_S" postgres keys_cached) - orphans ))" \
+  "status keys_cached equal on both after the new keys are used (standby less $orphans orphan(s))"
 
 # Sealed output on the standby is the stored ciphertext; it matches the primary byte for byte.
 sealed_sql="SET envelope.io = 'sealed'; SELECT md5(string_agg(coalesce(envelope.encrypted_text_out(v)::text, '-'), '|' ORDER BY id)) FROM t"

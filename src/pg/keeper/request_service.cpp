@@ -41,7 +41,7 @@ void request_service_serve(PerformRequest perform) {
         perform(in, out);
         envelope::secure_zero(in.wrapped, sizeof in.wrapped);
 
-        if (in.kind == RequestKind::unwrap) keeper_status_count_load(out.error == KeyError::none);
+        keeper_status_count_load(out.error == KeyError::none);
         LWLockAcquire(request_queue_lock(), LW_EXCLUSIVE);
         if (entry.state == RequestState::abandoned) {
             entry.state = RequestState::free;

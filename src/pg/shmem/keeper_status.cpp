@@ -120,7 +120,6 @@ void keeper_status_loading() {
 
 void keeper_status_count_load(bool loaded) {
     edit([&](KeeperStatus &s) {
-        if (s.state != KeeperState::loading) return;
         if (loaded) {
             s.keys_loaded++;
         } else {

@@ -29,10 +29,10 @@ struct KeeperStatus {
     TimestampTz last_error_at;
     TimestampTz ready_at;
     TimestampTz next_retry_at;
-    int databases_loaded;
-    int64 keys_loaded;
-    int64 load_failures;
-    double last_load_ms;
+    int databases_loaded;  // by the start-up load
+    int64 keys_loaded;     // put in the cache since the keeper started (load and requests)
+    int64 load_failures;   // could not be unwrapped since the keeper started
+    double last_load_ms;   // duration of the start-up load
 };
 
 Size keeper_status_shmem_size();
@@ -51,6 +51,7 @@ void keeper_status_failure(const char *message, bool kek_found, TimestampTz retr
 // Logged in with the KEK found; `ready` when start-up loading is over (a reconnection).
 void keeper_status_connected(bool ready);
 void keeper_status_loading();
+// Counts a key put in the cache (or one that could not be), at start-up and afterwards.
 void keeper_status_count_load(bool loaded);
 // Marks the keeper ready; returns the keys loaded and failures counted while loading.
 void keeper_status_ready(int databases_loaded, double load_ms, int64 *keys, int64 *failures);

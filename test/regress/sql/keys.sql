@@ -38,7 +38,7 @@ SELECT key_check_value = envelope._key_check_value(id) AS stable_kcv
 FROM envelope.keys WHERE name = 'default';
 
 -- Status counts the keys of this database.
-SELECT keys_cached_here >= 3 AS keys_cached_here, keys_cached_total >= keys_cached_here AS total_ok,
+SELECT keys_cached >= 3 AS keys_cached, keys_cached_total >= keys_cached AS total_ok,
        cache_capacity FROM envelope.status();
 
 -- Privileges: PUBLIC can use the type and functions, not the keyring or key management; a
@@ -81,7 +81,7 @@ RESET session_replication_role;
 SELECT envelope.encrypt('x', 'copied');
 
 -- A key created by a transaction (or savepoint) that rolls back leaves no orphan in the cache.
-SELECT keys_cached_here AS cached_before FROM envelope.status() \gset
+SELECT keys_cached AS cached_before FROM envelope.status() \gset
 BEGIN;
 SELECT envelope.create_key('rolled_back') IS NOT NULL AS created;
 ROLLBACK;
@@ -90,19 +90,19 @@ SAVEPOINT s;
 SELECT envelope.rotate_key('payroll') IS NOT NULL AS rotated;
 ROLLBACK TO SAVEPOINT s;
 COMMIT;
-SELECT keys_cached_here = :cached_before AS no_orphans FROM envelope.status();
+SELECT keys_cached = :cached_before AS no_orphans FROM envelope.status();
 SELECT count(*) AS rolled_back_rows FROM envelope.keyring WHERE name = 'rolled_back' OR version > 2;
 
 -- Crypto-shredding: destroying a key version wipes its wrapped DEK and, at commit, its cached
 -- copy; values sealed under it can never be opened again. Other versions keep working.
 INSERT INTO sealed_values VALUES ('v2', envelope.encrypt('shred me', 'payroll'));
-SELECT keys_cached_here AS cached_before FROM envelope.status() \gset
+SELECT keys_cached AS cached_before FROM envelope.status() \gset
 BEGIN;
 SELECT envelope.destroy_key('payroll', 1) IS NOT NULL AS destroyed;
 ROLLBACK;
 SELECT envelope.decrypt(v) AS rollback_keeps_the_key FROM sealed_values WHERE label = 'v1';
 SELECT envelope.destroy_key('payroll', 1) IS NOT NULL AS destroyed;
-SELECT keys_cached_here = :cached_before - 1 AS wiped_from_cache FROM envelope.status();
+SELECT keys_cached = :cached_before - 1 AS wiped_from_cache FROM envelope.status();
 \set VERBOSITY sqlstate
 SELECT envelope.decrypt(v) FROM sealed_values WHERE label = 'v1';
 SELECT v FROM sealed_values WHERE label = 'v1';

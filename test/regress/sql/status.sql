@@ -42,7 +42,7 @@ FROM envelope.status();
 
 -- CREATE EXTENSION made the key "default" (version 1, active, under the KEK).
 SELECT name, version, state, kek_label FROM envelope.keyring ORDER BY name, version;
-SELECT keys_cached_here >= 1 AS default_key_cached FROM envelope.status();
+SELECT keys_cached >= 1 AS default_key_cached FROM envelope.status();
 
 -- Installing again is a no-op.
 CREATE EXTENSION IF NOT EXISTS pg_envelope;
