@@ -111,24 +111,10 @@ struct Columns {
 };
 
 Columns columns_of(TupleDesc desc) {
-    Columns c{};
-    for (int i = 0; i < desc->natts; ++i) {
-        Form_pg_attribute a = TupleDescAttr(desc, i);
-        if (a->attisdropped) continue;
-        const char *n = NameStr(a->attname);
-        if (strcmp(n, "id") == 0) c.id = a->attnum;
-        if (strcmp(n, "name") == 0) c.name = a->attnum;
-        if (strcmp(n, "version") == 0) c.version = a->attnum;
-        if (strcmp(n, "state") == 0) c.state = a->attnum;
-        if (strcmp(n, "wrapped_dek") == 0) c.wrapped = a->attnum;
-    }
-    if (!c.id || !c.name || !c.version || !c.state || !c.wrapped) {
-        ereport(ERROR, (errcode(ERRCODE_DATA_CORRUPTED),
-                        errmsg("envelope.keyring lacks one of its columns"),
-                        errhint("The extension's schema was changed by hand; reinstall it from "
-                                "a backup.")));
-    }
-    return c;
+    return Columns{
+        extension_column(desc, "keyring", "id"), extension_column(desc, "keyring", "name"),
+        extension_column(desc, "keyring", "version"), extension_column(desc, "keyring", "state"),
+        extension_column(desc, "keyring", "wrapped_dek")};
 }
 
 KeyringState parse_state(const char *s) {
@@ -199,18 +185,9 @@ int keyring_grantees(const char *key_name, const char *privilege, Oid *out, int 
     if (!OidIsValid(rels.grants)) return -1;
     Relation rel = table_open(rels.grants, AccessShareLock);
     TupleDesc desc = RelationGetDescr(rel);
-    AttrNumber key_att = 0, grantee_att = 0, privilege_att = 0;
-    for (int i = 0; i < desc->natts; ++i) {
-        Form_pg_attribute a = TupleDescAttr(desc, i);
-        if (a->attisdropped) continue;
-        if (strcmp(NameStr(a->attname), "key_name") == 0) key_att = a->attnum;
-        if (strcmp(NameStr(a->attname), "grantee") == 0) grantee_att = a->attnum;
-        if (strcmp(NameStr(a->attname), "privilege") == 0) privilege_att = a->attnum;
-    }
-    if (!key_att || !grantee_att || !privilege_att) {
-        ereport(ERROR, (errcode(ERRCODE_DATA_CORRUPTED),
-                        errmsg("envelope.key_privileges lacks one of its columns")));
-    }
+    const AttrNumber key_att = extension_column(desc, "key_privileges", "key_name");
+    const AttrNumber grantee_att = extension_column(desc, "key_privileges", "grantee");
+    const AttrNumber privilege_att = extension_column(desc, "key_privileges", "privilege");
     ScanKeyData key;
     ScanKeyEntryInitialize(&key, 0, key_att, BTEqualStrategyNumber, InvalidOid,
                            DEFAULT_COLLATION_OID, F_TEXTEQ, CStringGetTextDatum(key_name));
@@ -237,8 +214,15 @@ uint64 keyring_grants_epoch() {
     return grants_epoch;
 }
 
-bool keyring_installed() {
-    return look_up_relations();
+AttrNumber extension_column(TupleDesc desc, const char *table, const char *column) {
+    for (int i = 0; i < desc->natts; ++i) {
+        Form_pg_attribute a = TupleDescAttr(desc, i);
+        if (!a->attisdropped && strcmp(NameStr(a->attname), column) == 0) return a->attnum;
+    }
+    ereport(ERROR, (errcode(ERRCODE_DATA_CORRUPTED),
+                    errmsg("envelope.%s lacks column \"%s\"", table, column),
+                    errhint("The extension's schema was changed by hand; reinstall it from "
+                            "a backup.")));
 }
 
 KeyringRow keyring_read(const envelope::DekId &id) {

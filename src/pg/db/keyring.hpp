@@ -55,8 +55,9 @@ int keyring_grantees(const char *key_name, const char *privilege, Oid *out, int 
 // Bumped whenever envelope.key_privileges changes (a relcache invalidation on it).
 uint64 keyring_grants_epoch();
 
-// True if the extension is installed in this database (no error otherwise).
-bool keyring_installed();
+// The attribute number of a column of one of the extension's tables, by name (never by
+// position). Raises data_corrupted (XX001) if the column is missing.
+AttrNumber extension_column(TupleDesc desc, const char *table, const char *column);
 
 // "key "NAME" version N (uuid)" for messages, into out.
 void describe_key(const KeyringRow &row, const envelope::DekId &id, char *out, size_t out_size);

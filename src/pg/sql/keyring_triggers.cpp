@@ -1,6 +1,7 @@
 // Triggers on envelope.keyring: wipe destroyed or deleted keys from the shared cache at commit,
 // and tell every session to drop its cached name resolutions.
 #include "boundary/guard.hpp"
+#include "db/keyring.hpp"
 #include "session/xact_eviction.hpp"
 
 extern "C" {
@@ -21,15 +22,6 @@ TriggerData *trigger_data(FunctionCallInfo fcinfo) {
     return reinterpret_cast<TriggerData *>(fcinfo->context);
 }
 
-AttrNumber column(TupleDesc desc, const char *name) {
-    for (int i = 0; i < desc->natts; ++i) {
-        Form_pg_attribute a = TupleDescAttr(desc, i);
-        if (!a->attisdropped && strcmp(NameStr(a->attname), name) == 0) return a->attnum;
-    }
-    ereport(ERROR, (errcode(ERRCODE_DATA_CORRUPTED),
-                    errmsg("envelope.keyring lacks column \"%s\"", name)));
-}
-
 }  // namespace
 
 // Row trigger (AFTER UPDATE OR DELETE): a row that is deleted, or whose key is destroyed, has
@@ -37,8 +29,8 @@ AttrNumber column(TupleDesc desc, const char *name) {
 ENVELOPE_SQL_FUNCTION(envelope_keyring_row_changed) {
     TriggerData *td = trigger_data(fcinfo);
     TupleDesc desc = RelationGetDescr(td->tg_relation);
-    const AttrNumber id_att = column(desc, "id");
-    const AttrNumber state_att = column(desc, "state");
+    const AttrNumber id_att = extension_column(desc, "keyring", "id");
+    const AttrNumber state_att = extension_column(desc, "keyring", "state");
     bool evict = TRIGGER_FIRED_BY_DELETE(td->tg_event);
     if (TRIGGER_FIRED_BY_UPDATE(td->tg_event)) {
         bool isnull;
