@@ -2,6 +2,7 @@
 #include "envelope_format.hpp"
 #include "hkdf.hpp"
 #include "nonce_source.hpp"
+#include "wipe.hpp"
 
 #include <benchmark/benchmark.h>
 #include <openssl/rand.h>
@@ -65,6 +66,41 @@ void BM_OpenEnvelope(benchmark::State &state) {
     state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * state.range(0));
 }
 BENCHMARK(BM_OpenEnvelope)->Arg(32)->Arg(1024)->Arg(int64_t{64} * 1024);
+
+// One AES-256-GCM open per engine and size (the crossover that sets kCallerOwnedLimit).
+// Args: size, engine (1 = caller_owned/Nettle, 2 = transient_evp/OpenSSL).
+void BM_GcmOpenEngine(benchmark::State &state) {
+    Fixture f;
+    const size_t n = static_cast<size_t>(state.range(0));
+    const auto engine = static_cast<GcmEngine>(state.range(1));
+    std::vector<uint8_t> pt(n, 0x61), ct(n), out(n);
+    uint8_t nonce[kGcmNonceSize] = {1}, tag[kGcmTagSize];
+    const uint8_t aad[27] = {2};
+    if (!f.key.seal(nonce, {ByteView(aad, sizeof aad)}, {ByteView(pt.data(), n)}, ct.data(), tag,
+                    engine)) {
+        state.SkipWithError("seal failed");
+        return;
+    }
+    for (auto _ : state) {
+        if (!f.key.open(nonce, {ByteView(aad, sizeof aad)}, ByteView(ct.data(), n), tag, out.data(),
+                        engine))
+            state.SkipWithError("open failed");
+        benchmark::DoNotOptimize(out.data());
+        benchmark::ClobberMemory();
+    }
+    state.SetLabel(engine == GcmEngine::caller_owned ? "caller_owned" : "transient_evp");
+    state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * state.range(0));
+}
+BENCHMARK(BM_GcmOpenEngine)
+    ->ArgsProduct({{32, 256, 1040, 1536, 2048, 4096, 65536},
+                   {static_cast<int64_t>(GcmEngine::caller_owned),
+                    static_cast<int64_t>(GcmEngine::transient_evp)}});
+
+// The register wipe that follows every seal and open.
+void BM_WipeVectorRegisters(benchmark::State &state) {
+    for (auto _ : state) wipe_vector_registers();
+}
+BENCHMARK(BM_WipeVectorRegisters);
 
 void BM_NonceSourceFill12(benchmark::State &state) {
     NonceSource &src = NonceSource::instance();

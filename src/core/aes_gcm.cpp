@@ -1,6 +1,11 @@
-// AES-256-GCM through OpenSSL EVP with contexts keyed once and reused for every value.
+// AES-256-GCM (see aes_gcm.hpp): Nettle with caller-owned state for small values, a
+// per-value OpenSSL EVP context for large ones. Key bytes live only in the protected block.
 #include "aes_gcm.hpp"
 
+#include "protected_memory.hpp"
+#include "wipe.hpp"
+
+#include <nettle/gcm.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -11,31 +16,24 @@
 
 namespace envelope {
 
+struct AesGcmKey::State {
+    struct gcm_aes256_ctx gcm;  // round keys + GHASH key table + per-message state
+    uint8_t key[kAesKeySize];   // for the transient EVP contexts
+};
+
 namespace {
-
-// EVP takes int lengths; feed larger inputs in pieces so size_t never truncates.
-constexpr size_t kMaxChunk = static_cast<size_t>(INT_MAX) & ~static_cast<size_t>(15);
-constexpr size_t kJoinLimit = 4096;
-
-bool feed_aad_part(EVP_CIPHER_CTX *ctx, ByteView part, bool encrypt) noexcept {
-    size_t done = 0;
-    while (done < part.size) {
-        size_t n = part.size - done;
-        if (n > kMaxChunk) n = kMaxChunk;
-        int outl = 0;
-        int rc =
-            encrypt ? EVP_EncryptUpdate(ctx, nullptr, &outl, part.data + done, static_cast<int>(n))
-                    : EVP_DecryptUpdate(ctx, nullptr, &outl, part.data + done, static_cast<int>(n));
-        if (rc != 1) return false;
-        done += n;
-    }
-    return true;
-}
 
 size_t total_size(std::initializer_list<ByteView> parts) noexcept {
     size_t total = 0;
     for (const ByteView &part : parts) total += part.size;
     return total;
+}
+
+bool parts_valid(std::initializer_list<ByteView> parts) noexcept {
+    for (const ByteView &part : parts) {
+        if (part.size > 0 && part.data == nullptr) return false;
+    }
+    return true;
 }
 
 // Concatenates parts into dest (memmove: a part may already sit where it belongs in dest).
@@ -47,60 +45,150 @@ void join_parts(std::initializer_list<ByteView> parts, uint8_t *dest) noexcept {
     }
 }
 
-// OpenSSL 3 charges a fixed cost per EVP call, so small AAD parts (the envelope header and a
-// short context) are joined on the stack and fed in one update.
-bool feed_aad(EVP_CIPHER_CTX *ctx, std::initializer_list<ByteView> aad, bool encrypt) noexcept {
-    uint8_t joined[256];
-    const size_t total = total_size(aad);
-    if (total <= sizeof joined) {
-        join_parts(aad, joined);
-        bool ok = total == 0 || feed_aad_part(ctx, ByteView(joined, total), encrypt);
-        OPENSSL_cleanse(joined, total);
-        return ok;
-    }
+// ---- caller_owned (Nettle) ----
+
+// Nettle wants every AAD update but the last to be a whole number of blocks: carry the
+// partial block between parts.
+void nettle_aad(struct gcm_aes256_ctx *g, std::initializer_list<ByteView> aad) noexcept {
+    uint8_t block[GCM_BLOCK_SIZE];
+    size_t fill = 0;
     for (const ByteView &part : aad) {
-        if (!feed_aad_part(ctx, part, encrypt)) return false;
+        const uint8_t *p = part.data;
+        size_t left = part.size;
+        if (fill > 0 && left > 0) {
+            const size_t take = left < GCM_BLOCK_SIZE - fill ? left : GCM_BLOCK_SIZE - fill;
+            std::memcpy(block + fill, p, take);
+            fill += take;
+            p += take;
+            left -= take;
+            if (fill == GCM_BLOCK_SIZE) {
+                gcm_aes256_update(g, GCM_BLOCK_SIZE, block);
+                fill = 0;
+            }
+        }
+        const size_t whole = left / GCM_BLOCK_SIZE * GCM_BLOCK_SIZE;
+        if (whole > 0) gcm_aes256_update(g, whole, p);
+        if (left > whole) {
+            std::memcpy(block, p + whole, left - whole);
+            fill = left - whole;
+        }
     }
-    return true;
+    if (fill > 0) gcm_aes256_update(g, fill, block);
 }
 
-// GCM is a stream mode: every update emits exactly as many bytes as it consumes.
-bool feed_data(EVP_CIPHER_CTX *ctx, const uint8_t *in, size_t len, uint8_t *out,
-               bool encrypt) noexcept {
+void nettle_seal(struct gcm_aes256_ctx *g, const uint8_t *nonce,
+                 std::initializer_list<ByteView> aad, uint8_t *data, size_t len,
+                 uint8_t *tag) noexcept {
+    gcm_aes256_set_iv(g, kGcmNonceSize, nonce);
+    nettle_aad(g, aad);
+    if (len > 0) gcm_aes256_encrypt(g, len, data, data);  // in place, one call
+    gcm_aes256_digest(g, kGcmTagSize, tag);
+}
+
+bool nettle_open(struct gcm_aes256_ctx *g, const uint8_t *nonce,
+                 std::initializer_list<ByteView> aad, ByteView ciphertext, const uint8_t *tag,
+                 uint8_t *out) noexcept {
+    gcm_aes256_set_iv(g, kGcmNonceSize, nonce);
+    nettle_aad(g, aad);
+    if (ciphertext.size > 0) gcm_aes256_decrypt(g, ciphertext.size, out, ciphertext.data);
+    uint8_t computed[kGcmTagSize];
+    gcm_aes256_digest(g, kGcmTagSize, computed);
+    return CRYPTO_memcmp(computed, tag, kGcmTagSize) == 0;  // constant time
+}
+
+// ---- transient_evp (OpenSSL) ----
+
+// EVP takes int lengths; feed larger inputs in pieces so size_t never truncates.
+constexpr size_t kMaxChunk = static_cast<size_t>(INT_MAX) & ~static_cast<size_t>(15);
+
+const EVP_CIPHER *evp_aes_256_gcm() noexcept {
+    // Fetched once (an algorithm handle, no key material); freed at exit by OpenSSL.
+    static EVP_CIPHER *cipher = EVP_CIPHER_fetch(nullptr, "AES-256-GCM", nullptr);
+    return cipher;
+}
+
+bool evp_update(EVP_CIPHER_CTX *ctx, const uint8_t *in, size_t len, uint8_t *out,
+                bool encrypt) noexcept {
     size_t done = 0;
     while (done < len) {
         size_t n = len - done;
         if (n > kMaxChunk) n = kMaxChunk;
         int outl = 0;
-        int rc = encrypt
-                     ? EVP_EncryptUpdate(ctx, out + done, &outl, in + done, static_cast<int>(n))
-                     : EVP_DecryptUpdate(ctx, out + done, &outl, in + done, static_cast<int>(n));
-        if (rc != 1 || static_cast<size_t>(outl) != n) return false;
+        uint8_t *dest = out ? out + done : nullptr;
+        int rc = encrypt ? EVP_EncryptUpdate(ctx, dest, &outl, in + done, static_cast<int>(n))
+                         : EVP_DecryptUpdate(ctx, dest, &outl, in + done, static_cast<int>(n));
+        if (rc != 1 || (out && static_cast<size_t>(outl) != n)) return false;
         done += n;
     }
     return true;
 }
 
-EVP_CIPHER_CTX *make_context(const uint8_t *key, bool encrypt) noexcept {
-    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
-    if (ctx == nullptr) return nullptr;
-    bool ok;
-    if (encrypt) {
-        ok = EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), nullptr, nullptr, nullptr) == 1 &&
-             EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, static_cast<int>(kGcmNonceSize),
-                                 nullptr) == 1 &&
-             EVP_EncryptInit_ex(ctx, nullptr, nullptr, key, nullptr) == 1;
-    } else {
-        ok = EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), nullptr, nullptr, nullptr) == 1 &&
-             EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, static_cast<int>(kGcmNonceSize),
-                                 nullptr) == 1 &&
-             EVP_DecryptInit_ex(ctx, nullptr, nullptr, key, nullptr) == 1;
+bool evp_aad(EVP_CIPHER_CTX *ctx, std::initializer_list<ByteView> aad, bool encrypt) noexcept {
+    for (const ByteView &part : aad) {
+        if (part.size && !evp_update(ctx, part.data, part.size, nullptr, encrypt)) return false;
     }
-    if (!ok) {
-        EVP_CIPHER_CTX_free(ctx);
-        return nullptr;
+    return true;
+}
+
+// A context for one value: created, keyed, used and freed here. EVP_CIPHER_CTX_free has
+// the provider cleanse its key schedule, so no copy outlives the call.
+class TransientContext {
+  public:
+    TransientContext() noexcept : ctx_(EVP_CIPHER_CTX_new()) {}
+    ~TransientContext() { EVP_CIPHER_CTX_free(ctx_); }
+    TransientContext(const TransientContext &) = delete;
+    TransientContext &operator=(const TransientContext &) = delete;
+    EVP_CIPHER_CTX *get() const noexcept { return ctx_; }
+
+  private:
+    EVP_CIPHER_CTX *ctx_;
+};
+
+// Large values: each part is encrypted from where it is (no joining copy).
+bool evp_seal(const uint8_t *key, const uint8_t *nonce, std::initializer_list<ByteView> aad,
+              std::initializer_list<ByteView> plaintext, uint8_t *out, uint8_t *tag) noexcept {
+    const EVP_CIPHER *cipher = evp_aes_256_gcm();
+    TransientContext t;
+    if (cipher == nullptr || t.get() == nullptr) return false;
+    if (EVP_EncryptInit_ex2(t.get(), cipher, key, nonce, nullptr) != 1) return false;
+    if (!evp_aad(t.get(), aad, true)) return false;
+    size_t at = 0;
+    for (const ByteView &part : plaintext) {
+        if (part.size && !evp_update(t.get(), part.data, part.size, out + at, true)) return false;
+        at += part.size;
     }
-    return ctx;
+    int outl = 0;
+    uint8_t scratch[16];
+    if (EVP_EncryptFinal_ex(t.get(), scratch, &outl) != 1 || outl != 0) return false;
+    OSSL_PARAM params[2] = {
+        OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, tag, kGcmTagSize),
+        OSSL_PARAM_construct_end()};
+    return EVP_CIPHER_CTX_get_params(t.get(), params) == 1;
+}
+
+bool evp_open(const uint8_t *key, const uint8_t *nonce, std::initializer_list<ByteView> aad,
+              ByteView ciphertext, const uint8_t *tag, uint8_t *out) noexcept {
+    const EVP_CIPHER *cipher = evp_aes_256_gcm();
+    TransientContext t;
+    if (cipher == nullptr || t.get() == nullptr) return false;
+    if (EVP_DecryptInit_ex2(t.get(), cipher, key, nonce, nullptr) != 1) return false;
+    if (!evp_aad(t.get(), aad, false)) return false;
+    if (!evp_update(t.get(), ciphertext.data, ciphertext.size, out, false)) return false;
+    // OSSL_PARAM takes a non-const pointer; hand it a copy rather than casting away const.
+    uint8_t expected[kGcmTagSize];
+    std::memcpy(expected, tag, kGcmTagSize);
+    OSSL_PARAM params[2] = {
+        OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, expected, kGcmTagSize),
+        OSSL_PARAM_construct_end()};
+    if (EVP_CIPHER_CTX_set_params(t.get(), params) != 1) return false;
+    int outl = 0;
+    uint8_t scratch[16];
+    return EVP_DecryptFinal_ex(t.get(), scratch, &outl) == 1 && outl == 0;  // constant time
+}
+
+bool use_caller_owned(GcmEngine engine, size_t len) noexcept {
+    if (engine == GcmEngine::automatic) return len <= kCallerOwnedLimit;
+    return engine == GcmEngine::caller_owned;
 }
 
 }  // namespace
@@ -110,78 +198,54 @@ AesGcmKey::~AesGcmKey() {
 }
 
 void AesGcmKey::reset() noexcept {
-    EVP_CIPHER_CTX_free(enc_);
-    EVP_CIPHER_CTX_free(dec_);
-    enc_ = nullptr;
-    dec_ = nullptr;
+    protected_free(state_);  // wipes the key, its schedule and the GHASH table
+    state_ = nullptr;
 }
 
 bool AesGcmKey::init(const uint8_t key[kAesKeySize]) noexcept {
     reset();
     if (key == nullptr) return false;
-    enc_ = make_context(key, true);
-    dec_ = make_context(key, false);
-    if (enc_ == nullptr || dec_ == nullptr) {
-        reset();
-        return false;
-    }
+    auto *s = static_cast<State *>(protected_alloc(sizeof(State)));
+    if (s == nullptr) return false;
+    std::memcpy(s->key, key, kAesKeySize);
+    gcm_aes256_set_key(&s->gcm, s->key);
+    state_ = s;
+    wipe_vector_registers();  // the key schedule was computed in them
     return true;
 }
 
 bool AesGcmKey::seal(const uint8_t nonce[kGcmNonceSize], std::initializer_list<ByteView> aad,
                      std::initializer_list<ByteView> plaintext, uint8_t *out,
-                     uint8_t tag[kGcmTagSize]) noexcept {
+                     uint8_t tag[kGcmTagSize], GcmEngine engine) noexcept {
     if (!ready() || nonce == nullptr || tag == nullptr) return false;
-    if (EVP_EncryptInit_ex(enc_, nullptr, nullptr, nullptr, nonce) != 1) return false;
-    if (!feed_aad(enc_, aad, true)) return false;
-    for (const ByteView &part : plaintext) {
-        if (part.size > 0 && (out == nullptr || part.data == nullptr)) return false;
-    }
+    if (!parts_valid(aad) || !parts_valid(plaintext)) return false;
     const size_t total = total_size(plaintext);
-    if (total <= kJoinLimit) {
-        // Small values: join the parts in out and encrypt in place in one update (the per-call
-        // cost dominates); large ones are not worth the extra copy.
+    if (total > 0 && out == nullptr) return false;
+    bool ok = true;
+    if (use_caller_owned(engine, total)) {
+        // Join the parts in out and encrypt in place: one Nettle call per value.
         join_parts(plaintext, out);
-        if (total > 0 && !feed_data(enc_, out, total, out, true)) return false;
+        nettle_seal(&state_->gcm, nonce, aad, out, total, tag);
     } else {
-        size_t at = 0;
-        for (const ByteView &part : plaintext) {
-            if (part.size && !feed_data(enc_, part.data, part.size, out + at, true)) return false;
-            at += part.size;
-        }
+        ok = evp_seal(state_->key, nonce, aad, plaintext, out, tag);
+        if (!ok && total > 0) secure_zero(out, total);  // may hold plaintext
     }
-    int outl = 0;
-    uint8_t scratch[16];
-    if (EVP_EncryptFinal_ex(enc_, scratch, &outl) != 1 || outl != 0) return false;
-    OSSL_PARAM params[2] = {
-        OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, tag, kGcmTagSize),
-        OSSL_PARAM_construct_end()};
-    return EVP_CIPHER_CTX_get_params(enc_, params) == 1;
+    wipe_vector_registers();  // round keys stay in SIMD registers otherwise
+    return ok;
 }
 
 bool AesGcmKey::open(const uint8_t nonce[kGcmNonceSize], std::initializer_list<ByteView> aad,
-                     ByteView ciphertext, const uint8_t tag[kGcmTagSize], uint8_t *out) noexcept {
-    bool ok = ready() && nonce != nullptr && tag != nullptr &&
+                     ByteView ciphertext, const uint8_t tag[kGcmTagSize], uint8_t *out,
+                     GcmEngine engine) noexcept {
+    bool ok = ready() && nonce != nullptr && tag != nullptr && parts_valid(aad) &&
               (ciphertext.size == 0 || (out != nullptr && ciphertext.data != nullptr));
-    if (ok) ok = EVP_DecryptInit_ex(dec_, nullptr, nullptr, nullptr, nonce) == 1;
-    if (ok) ok = feed_aad(dec_, aad, false);
-    if (ok) ok = feed_data(dec_, ciphertext.data, ciphertext.size, out, false);
     if (ok) {
-        // OSSL_PARAM takes a non-const pointer; hand it a copy rather than casting away const.
-        uint8_t expected[kGcmTagSize];
-        std::memcpy(expected, tag, kGcmTagSize);
-        OSSL_PARAM params[2] = {
-            OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, expected, kGcmTagSize),
-            OSSL_PARAM_construct_end()};
-        ok = EVP_CIPHER_CTX_set_params(dec_, params) == 1;
+        ok = use_caller_owned(engine, ciphertext.size)
+                 ? nettle_open(&state_->gcm, nonce, aad, ciphertext, tag, out)
+                 : evp_open(state_->key, nonce, aad, ciphertext, tag, out);
     }
-    if (ok) {
-        // Final compares the tag in constant time.
-        int outl = 0;
-        uint8_t scratch[16];
-        ok = EVP_DecryptFinal_ex(dec_, scratch, &outl) == 1 && outl == 0;
-    }
-    if (!ok && out != nullptr && ciphertext.size > 0) OPENSSL_cleanse(out, ciphertext.size);
+    if (!ok && out != nullptr && ciphertext.size > 0) secure_zero(out, ciphertext.size);
+    wipe_vector_registers();  // round keys stay in SIMD registers otherwise
     return ok;
 }
 

@@ -1,5 +1,6 @@
 // HKDF-SHA256 via OpenSSL 3's EVP_KDF, and the public key check value built on it.
 #include "hkdf.hpp"
+#include "wipe.hpp"
 #include "hex.hpp"
 
 #include <openssl/core_names.h>
@@ -48,6 +49,7 @@ bool hkdf_sha256(ByteView ikm, ByteView salt, ByteView info, uint8_t *out,
     bool ok = EVP_KDF_derive(ctx, out, out_len, params) == 1;
     EVP_KDF_CTX_free(ctx);  // also wipes the copied key material
     if (!ok) OPENSSL_cleanse(out, out_len);
+    wipe_vector_registers();  // SHA-NI/AVX code held key-derived state in them
     return ok;
 }
 

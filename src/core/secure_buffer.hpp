@@ -1,12 +1,13 @@
-// Owning byte buffer for key material and plaintext: zeroized on every release.
+// Owning byte buffer for key material and plaintext: protected memory (not in core dumps,
+// locked where allowed), zeroized on every release.
 #pragma once
 #include "internal_only.hpp"
 #include "byte_view.hpp"
+#include "protected_memory.hpp"
 #include "wipe.hpp"
 
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <new>
 #include <utility>
 
@@ -38,13 +39,12 @@ class SecureBuffer {
     void resize(size_t n) {
         release();
         if (n == 0) return;
-        data_ = static_cast<uint8_t *>(std::calloc(n, 1));
+        data_ = static_cast<uint8_t *>(protected_alloc(n));
         if (data_ == nullptr) throw std::bad_alloc();
         size_ = n;
     }
     void release() noexcept {
-        secure_zero(data_, size_);
-        std::free(data_);
+        protected_free(data_);  // wipes
         data_ = nullptr;
         size_ = 0;
     }

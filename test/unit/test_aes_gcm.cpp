@@ -1,4 +1,5 @@
-// AesGcmKey against published AES-256-GCM vectors, plus reuse and failure behaviour.
+// AesGcmKey against published AES-256-GCM vectors on every engine, the engines against each
+// other on random inputs, plus reuse and failure behaviour.
 #include "aes_gcm.hpp"
 
 #include "vectors.hpp"
@@ -6,9 +7,12 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstdint>
 #include <cstring>
+#include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace envelope {
@@ -63,10 +67,23 @@ const GcmVector kVectors[] = {
      "6749daeea367d0e9809e2dc2f309e6e3", "", "", "d60c74d2517fde4a74e0cd4709ed43a9"},
 };
 
-class GcmVectorTest : public ::testing::TestWithParam<GcmVector> {};
+const char *engine_name(GcmEngine e) {
+    switch (e) {
+        case GcmEngine::automatic:
+            return "automatic";
+        case GcmEngine::caller_owned:
+            return "caller_owned";
+        case GcmEngine::transient_evp:
+            return "transient_evp";
+    }
+    return "?";
+}
+
+class GcmVectorTest : public ::testing::TestWithParam<std::tuple<GcmVector, GcmEngine>> {};
 
 TEST_P(GcmVectorTest, SealMatchesAndOpenRoundTrips) {
-    const GcmVector &v = GetParam();
+    const GcmVector &v = std::get<0>(GetParam());
+    const GcmEngine engine = std::get<1>(GetParam());
     auto key = from_hex(v.key), iv = from_hex(v.iv), aad = from_hex(v.aad), pt = from_hex(v.pt),
          ct = from_hex(v.ct), tag = from_hex(v.tag);
     ASSERT_EQ(key.size(), kAesKeySize);
@@ -77,15 +94,21 @@ TEST_P(GcmVectorTest, SealMatchesAndOpenRoundTrips) {
     std::vector<uint8_t> out(pt.size() + 1, 0xee);
     uint8_t got_tag[kGcmTagSize];
     ASSERT_TRUE(k.seal(iv.data(), {ByteView(aad.data(), aad.size())},
-                       {ByteView(pt.data(), pt.size())}, out.data(), got_tag));
+                       {ByteView(pt.data(), pt.size())}, out.data(), got_tag, engine));
     EXPECT_EQ(std::vector<uint8_t>(out.begin(), out.begin() + pt.size()), ct) << v.name;
     EXPECT_EQ(out.back(), 0xee) << "wrote past the ciphertext";
     EXPECT_EQ(std::vector<uint8_t>(got_tag, got_tag + kGcmTagSize), tag) << v.name;
 
     std::vector<uint8_t> back(ct.size() + 1, 0xee);
     ASSERT_TRUE(k.open(iv.data(), {ByteView(aad.data(), aad.size())},
-                       ByteView(ct.data(), ct.size()), tag.data(), back.data()));
+                       ByteView(ct.data(), ct.size()), tag.data(), back.data(), engine));
     EXPECT_EQ(std::vector<uint8_t>(back.begin(), back.begin() + ct.size()), pt);
+
+    // A flipped tag bit is refused by every engine.
+    std::vector<uint8_t> bad_tag = tag;
+    bad_tag[kGcmTagSize - 1] ^= 0x80;
+    EXPECT_FALSE(k.open(iv.data(), {ByteView(aad.data(), aad.size())},
+                        ByteView(ct.data(), ct.size()), bad_tag.data(), back.data(), engine));
 
     // Splitting AAD and plaintext into parts must not change the result.
     if (pt.size() >= 2 && aad.size() >= 2) {
@@ -94,13 +117,69 @@ TEST_P(GcmVectorTest, SealMatchesAndOpenRoundTrips) {
             iv.data(),
             {ByteView(aad.data(), ah), ByteView(), ByteView(aad.data() + ah, aad.size() - ah)},
             {ByteView(pt.data(), ph), ByteView(pt.data() + ph, pt.size() - ph)}, out.data(),
-            got_tag));
+            got_tag, engine));
         EXPECT_EQ(std::vector<uint8_t>(out.begin(), out.begin() + pt.size()), ct);
         EXPECT_EQ(std::vector<uint8_t>(got_tag, got_tag + kGcmTagSize), tag);
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(Nist, GcmVectorTest, ::testing::ValuesIn(kVectors));
+INSTANTIATE_TEST_SUITE_P(Nist, GcmVectorTest,
+                         ::testing::Combine(::testing::ValuesIn(kVectors),
+                                            ::testing::Values(GcmEngine::caller_owned,
+                                                              GcmEngine::transient_evp,
+                                                              GcmEngine::automatic)),
+                         [](const ::testing::TestParamInfo<GcmVectorTest::ParamType> &info) {
+                             std::string name = std::to_string(info.index / 3) + "_" +
+                                                engine_name(std::get<1>(info.param));
+                             return name;
+                         });
+
+// The engines agree byte for byte on random keys, nonces, sizes (around the crossover too),
+// AAD and part splits; each opens what the other sealed. ENVELOPE_CROSS_CHECKS overrides
+// the count (default 100,000).
+TEST(AesGcmEngines, CrossCheckOnRandomInputs) {
+    long checks = 100000;
+    if (const char *env = std::getenv("ENVELOPE_CROSS_CHECKS")) checks = std::atol(env);
+    std::mt19937_64 rng(20261202);
+    auto byte = [&] { return static_cast<uint8_t>(rng()); };
+    AesGcmKey k;
+    uint8_t key[kAesKeySize];
+    std::vector<uint8_t> pt, aad, c1, c2, back;
+    for (long i = 0; i < checks; ++i) {
+        if (i % 1000 == 0) {
+            for (auto &b : key) b = byte();
+            ASSERT_TRUE(k.init(key));
+        }
+        uint8_t nonce[kGcmNonceSize];
+        for (auto &b : nonce) b = byte();
+        // Mostly small values, some near the crossover, a few large ones.
+        const unsigned pick = static_cast<unsigned>(rng() % 100);
+        size_t n = pick < 70   ? rng() % 200
+                   : pick < 95 ? kCallerOwnedLimit - 64 + rng() % 128
+                               : rng() % 20000;
+        pt.resize(n);
+        for (auto &b : pt) b = byte();
+        aad.resize(rng() % 80);
+        for (auto &b : aad) b = byte();
+        const size_t ps = n ? rng() % (n + 1) : 0, as = aad.empty() ? 0 : rng() % aad.size();
+        c1.assign(n, 0);
+        c2.assign(n, 0);
+        back.assign(n, 0);
+        uint8_t t1[kGcmTagSize], t2[kGcmTagSize];
+        const ByteView a0(aad.data(), as), a1(aad.data() + as, aad.size() - as);
+        const ByteView p0(pt.data(), ps), p1(pt.data() + ps, n - ps);
+        ASSERT_TRUE(k.seal(nonce, {a0, a1}, {p0, p1}, c1.data(), t1, GcmEngine::caller_owned));
+        ASSERT_TRUE(k.seal(nonce, {a0, a1}, {p0, p1}, c2.data(), t2, GcmEngine::transient_evp));
+        ASSERT_EQ(c1, c2) << "case " << i << " size " << n;
+        ASSERT_EQ(std::memcmp(t1, t2, kGcmTagSize), 0) << "case " << i << " size " << n;
+        ASSERT_TRUE(k.open(nonce, {ByteView(aad.data(), aad.size())}, ByteView(c1.data(), n), t1,
+                           back.data(), GcmEngine::transient_evp));
+        ASSERT_EQ(back, pt);
+        ASSERT_TRUE(k.open(nonce, {a0, a1}, ByteView(c2.data(), n), t2, back.data(),
+                           GcmEngine::caller_owned));
+        ASSERT_EQ(back, pt);
+    }
+}
 
 TEST(AesGcmKey, NotReadyBeforeInitAndRefusesWork) {
     AesGcmKey k;

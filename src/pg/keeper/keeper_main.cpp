@@ -12,6 +12,7 @@
 #include "shmem/shmem.hpp"
 
 #include "hsm_link.hpp"
+#include "protected_memory.hpp"
 #include "wipe.hpp"
 
 #include <cstring>
@@ -130,7 +131,14 @@ void perform(const KeeperRequest &in, KeeperRequest &out) {
     char identity[envelope::kDekIdentitySize];
     envelope::dek_identity(in.id.data(), identity);
     envelope::ByteView identity_view(identity, strlen(identity));
-    uint8 key[envelope::kDekSize];
+    // The plaintext DEK passes through protected memory only (never this stack).
+    static uint8 *key = static_cast<uint8 *>(envelope::protected_alloc(envelope::kDekSize));
+    if (key == nullptr) {
+        out.error = KeyError::hsm_unavailable;
+        strlcpy(out.message, "no protected memory for key material (mmap/MADV_DONTDUMP failed)",
+                sizeof out.message);
+        return;
+    }
 
     if (in.kind == RequestKind::unwrap) {
         if (key_cache_contains(in.database, in.id)) return;
@@ -171,7 +179,8 @@ void perform(const KeeperRequest &in, KeeperRequest &out) {
 
     const uint64 seed = in.kind == RequestKind::unwrap ? counts_seed(in.database, in.id) : 0;
     const bool installed = key_cache_install(in.database, in.id, key, in.use, seed);
-    envelope::secure_zero(key, sizeof key);
+    envelope::secure_zero(key, envelope::kDekSize);
+    envelope::wipe_vector_registers();  // the token's AES and our copies passed through them
     if (!installed) {
         out.error = KeyError::cache_full;
         snprintf(out.message, sizeof out.message, "all %d slots (envelope.max_keys) are in use",

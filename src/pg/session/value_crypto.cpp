@@ -127,23 +127,44 @@ bytea *seal_plaintext_input(const char *text, size_t len, const char *key_name,
     return seal_value(text, len, key_name, PayloadKind::text, context);
 }
 
-struct varlena *open_value(const uint8 *sealed, size_t len, PayloadKind kind,
-                           const bytea *context) {
+namespace {
+
+// Opens into `header` bytes of room followed by the plaintext; returns the buffer and the
+// plaintext length. The padding tail is wiped.
+uint8 *open_into_palloc(const uint8 *sealed, size_t len, PayloadKind kind, const bytea *context,
+                        size_t header, size_t trailer, size_t *plain_len) {
     const envelope::ParsedEnvelope parsed = parse_or_raise(sealed, len);
     LocalCipher *key = key_for_open(parsed.dek);
     require_key_privilege(key, KeyPrivilege::decrypt);
     Context c;
     build_context(c, kind, context);
-    auto *out = static_cast<struct varlena *>(palloc(VARHDRSZ + parsed.ciphertext.size));
-    uint8 *plain = reinterpret_cast<uint8 *>(VARDATA(out));
-    size_t plain_len = 0;
+    auto *buf = static_cast<uint8 *>(palloc(header + parsed.ciphertext.size + trailer));
+    uint8 *plain = buf + header;
     envelope::EnvelopeStatus st =
-        envelope::open_envelope(key->cipher, parsed, {c.data, c.size}, plain, &plain_len);
+        envelope::open_envelope(key->cipher, parsed, {c.data, c.size}, plain, plain_len);
     if (st != envelope::EnvelopeStatus::ok) raise_status(st, context != nullptr);  // plain wiped
     // Wipe the padding tail, which held decrypted bytes too.
-    envelope::secure_zero(plain + plain_len, parsed.ciphertext.size - plain_len);
-    SET_VARSIZE(out, VARHDRSZ + plain_len);
+    envelope::secure_zero(plain + *plain_len, parsed.ciphertext.size - *plain_len);
     usage_count_open(key);
+    return buf;
+}
+
+}  // namespace
+
+struct varlena *open_value(const uint8 *sealed, size_t len, PayloadKind kind,
+                           const bytea *context) {
+    size_t plain_len = 0;
+    auto *out = reinterpret_cast<struct varlena *>(
+        open_into_palloc(sealed, len, kind, context, VARHDRSZ, 0, &plain_len));
+    SET_VARSIZE(out, VARHDRSZ + plain_len);
+    return out;
+}
+
+char *open_text_cstring(const uint8 *sealed, size_t len) {
+    size_t plain_len = 0;
+    char *out = reinterpret_cast<char *>(
+        open_into_palloc(sealed, len, PayloadKind::text, nullptr, 0, 1, &plain_len));
+    out[plain_len] = '\0';
     return out;
 }
 

@@ -20,6 +20,9 @@ bytea *seal_plaintext_input(const char *text, size_t len, const char *key_name,
 // Opens envelope bytes; returns a palloc'd varlena (text or bytea) with the plaintext.
 // Raises an authentication ERROR that never includes plaintext or key bytes.
 struct varlena *open_value(const uint8 *sealed, size_t len, PayloadKind kind, const bytea *context);
+// Opens a text value straight into a NUL-terminated palloc'd string (type output: no
+// intermediate plaintext copy is left behind).
+char *open_text_cstring(const uint8 *sealed, size_t len);
 
 // Parses the printable form ("pgenv1:" + base64) into a varlena of envelope bytes. Only the
 // form is checked (strict base64, envelope layout, version): no key is needed, so a restore

@@ -5,6 +5,8 @@
 #include "postmaster/settings.hpp"
 #include "session/value_crypto.hpp"
 
+#include "wipe.hpp"
+
 extern "C" {
 #include "libpq/pqformat.h"
 #include "mb/pg_wchar.h"
@@ -55,9 +57,8 @@ ENVELOPE_SQL_FUNCTION(envelope_encrypted_text_in) {
 ENVELOPE_SQL_FUNCTION(envelope_encrypted_text_out) {
     bytea *stored = PG_GETARG_BYTEA_PP(0);
     if (sealed_output()) PG_RETURN_CSTRING(sealed_to_text(stored));
-    struct varlena *plain = open_value(reinterpret_cast<const uint8 *>(VARDATA_ANY(stored)),
-                                       VARSIZE_ANY_EXHDR(stored), PayloadKind::text, nullptr);
-    PG_RETURN_CSTRING(text_to_cstring(reinterpret_cast<text *>(plain)));
+    PG_RETURN_CSTRING(open_text_cstring(reinterpret_cast<const uint8 *>(VARDATA_ANY(stored)),
+                                        VARSIZE_ANY_EXHDR(stored)));
 }
 
 // Binary input is untrusted exactly like text input: the same checks run.
@@ -80,6 +81,8 @@ ENVELOPE_SQL_FUNCTION(envelope_encrypted_text_send) {
         struct varlena *plain = open_value(reinterpret_cast<const uint8 *>(VARDATA_ANY(stored)),
                                            VARSIZE_ANY_EXHDR(stored), PayloadKind::text, nullptr);
         pq_sendtext(&buf, VARDATA(plain), VARSIZE(plain) - VARHDRSZ);
+        envelope::secure_zero(plain, VARSIZE(plain));  // our copy; buf is PostgreSQL's
+        pfree(plain);
     }
     PG_RETURN_BYTEA_P(pq_endtypsend(&buf));
 }
