@@ -1,24 +1,22 @@
-// AES-256-GCM (see aes_gcm.hpp): Nettle with caller-owned state for small values, a
-// per-value OpenSSL EVP context for large ones. Key bytes live only in the protected block.
+// AES-256-GCM (see aes_gcm.hpp): Nettle for small values, libgcrypt for larger ones, both with
+// their state in the key's protected block; no key material anywhere else.
 #include "aes_gcm.hpp"
 
+#include "gcrypt_setup.hpp"
 #include "protected_memory.hpp"
 #include "wipe.hpp"
 
+#include <gcrypt.h>
 #include <nettle/gcm.h>
-#include <openssl/core_names.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/params.h>
 
-#include <climits>
 #include <cstring>
 
 namespace envelope {
 
 struct AesGcmKey::State {
-    struct gcm_aes256_ctx gcm;  // round keys + GHASH key table + per-message state
-    uint8_t key[kAesKeySize];   // for the transient EVP contexts
+    struct gcm_aes256_ctx gcm;  // Nettle: round keys + GHASH key table + per-message state
+    gcry_cipher_hd_t gcry;      // libgcrypt: a handle allocated in protected memory, or null
 };
 
 namespace {
@@ -45,42 +43,48 @@ void join_parts(std::initializer_list<ByteView> parts, uint8_t *dest) noexcept {
     }
 }
 
-// ---- caller_owned (Nettle) ----
-
-// Nettle wants every AAD update but the last to be a whole number of blocks: carry the
-// partial block between parts.
-void nettle_aad(struct gcm_aes256_ctx *g, std::initializer_list<ByteView> aad) noexcept {
-    uint8_t block[GCM_BLOCK_SIZE];
+// Feeds AAD parts to `update` in whole 16-byte blocks, carrying partial blocks between
+// parts, with one final partial call: both libraries want every AAD call but the last to be
+// a multiple of the block size.
+template <typename Update>
+bool feed_aad(std::initializer_list<ByteView> aad, Update &&update) noexcept {
+    constexpr size_t kBlock = 16;
+    uint8_t block[kBlock];
     size_t fill = 0;
     for (const ByteView &part : aad) {
         const uint8_t *p = part.data;
         size_t left = part.size;
         if (fill > 0 && left > 0) {
-            const size_t take = left < GCM_BLOCK_SIZE - fill ? left : GCM_BLOCK_SIZE - fill;
+            const size_t take = left < kBlock - fill ? left : kBlock - fill;
             std::memcpy(block + fill, p, take);
             fill += take;
             p += take;
             left -= take;
-            if (fill == GCM_BLOCK_SIZE) {
-                gcm_aes256_update(g, GCM_BLOCK_SIZE, block);
+            if (fill == kBlock) {
+                if (!update(block, kBlock)) return false;
                 fill = 0;
             }
         }
-        const size_t whole = left / GCM_BLOCK_SIZE * GCM_BLOCK_SIZE;
-        if (whole > 0) gcm_aes256_update(g, whole, p);
+        const size_t whole = left / kBlock * kBlock;
+        if (whole > 0 && !update(p, whole)) return false;
         if (left > whole) {
             std::memcpy(block, p + whole, left - whole);
             fill = left - whole;
         }
     }
-    if (fill > 0) gcm_aes256_update(g, fill, block);
+    return fill == 0 || update(block, fill);
 }
+
+// ---- nettle ----
 
 void nettle_seal(struct gcm_aes256_ctx *g, const uint8_t *nonce,
                  std::initializer_list<ByteView> aad, uint8_t *data, size_t len,
                  uint8_t *tag) noexcept {
     gcm_aes256_set_iv(g, kGcmNonceSize, nonce);
-    nettle_aad(g, aad);
+    feed_aad(aad, [g](const uint8_t *p, size_t n) {
+        gcm_aes256_update(g, n, p);
+        return true;
+    });
     if (len > 0) gcm_aes256_encrypt(g, len, data, data);  // in place, one call
     gcm_aes256_digest(g, kGcmTagSize, tag);
 }
@@ -89,116 +93,56 @@ bool nettle_open(struct gcm_aes256_ctx *g, const uint8_t *nonce,
                  std::initializer_list<ByteView> aad, ByteView ciphertext, const uint8_t *tag,
                  uint8_t *out) noexcept {
     gcm_aes256_set_iv(g, kGcmNonceSize, nonce);
-    nettle_aad(g, aad);
+    feed_aad(aad, [g](const uint8_t *p, size_t n) {
+        gcm_aes256_update(g, n, p);
+        return true;
+    });
     if (ciphertext.size > 0) gcm_aes256_decrypt(g, ciphertext.size, out, ciphertext.data);
     uint8_t computed[kGcmTagSize];
     gcm_aes256_digest(g, kGcmTagSize, computed);
     return CRYPTO_memcmp(computed, tag, kGcmTagSize) == 0;  // constant time
 }
 
-// ---- transient_evp (OpenSSL) ----
+// ---- libgcrypt ----
 
-// EVP takes int lengths; feed larger inputs in pieces so size_t never truncates.
-constexpr size_t kMaxChunk = static_cast<size_t>(INT_MAX) & ~static_cast<size_t>(15);
-
-const EVP_CIPHER *evp_aes_256_gcm() noexcept {
-    // Fetched once (an algorithm handle, no key material); freed at exit by OpenSSL.
-    static EVP_CIPHER *cipher = EVP_CIPHER_fetch(nullptr, "AES-256-GCM", nullptr);
-    return cipher;
+bool gcry_start(gcry_cipher_hd_t h, const uint8_t *nonce,
+                std::initializer_list<ByteView> aad) noexcept {
+    if (gcry_cipher_setiv(h, nonce, kGcmNonceSize) != 0) return false;
+    return feed_aad(
+        aad, [h](const uint8_t *p, size_t n) { return gcry_cipher_authenticate(h, p, n) == 0; });
 }
 
-bool evp_update(EVP_CIPHER_CTX *ctx, const uint8_t *in, size_t len, uint8_t *out,
-                bool encrypt) noexcept {
-    size_t done = 0;
-    while (done < len) {
-        size_t n = len - done;
-        if (n > kMaxChunk) n = kMaxChunk;
-        int outl = 0;
-        uint8_t *dest = out ? out + done : nullptr;
-        int rc = encrypt ? EVP_EncryptUpdate(ctx, dest, &outl, in + done, static_cast<int>(n))
-                         : EVP_DecryptUpdate(ctx, dest, &outl, in + done, static_cast<int>(n));
-        if (rc != 1 || (out && static_cast<size_t>(outl) != n)) return false;
-        done += n;
-    }
-    return true;
+bool gcry_seal(gcry_cipher_hd_t h, const uint8_t *nonce, std::initializer_list<ByteView> aad,
+               uint8_t *data, size_t len, uint8_t *tag) noexcept {
+    if (!gcry_start(h, nonce, aad)) return false;
+    if (gcry_cipher_final(h) != 0) return false;
+    if (len > 0 && gcry_cipher_encrypt(h, data, len, nullptr, 0) != 0) return false;  // in place
+    return gcry_cipher_gettag(h, tag, kGcmTagSize) == 0;
 }
 
-bool evp_aad(EVP_CIPHER_CTX *ctx, std::initializer_list<ByteView> aad, bool encrypt) noexcept {
-    for (const ByteView &part : aad) {
-        if (part.size && !evp_update(ctx, part.data, part.size, nullptr, encrypt)) return false;
-    }
-    return true;
-}
-
-// A context for one value: created, keyed, used and freed here. EVP_CIPHER_CTX_free has
-// the provider cleanse its key schedule, so no copy outlives the call.
-class TransientContext {
-  public:
-    TransientContext() noexcept : ctx_(EVP_CIPHER_CTX_new()) {}
-    ~TransientContext() { EVP_CIPHER_CTX_free(ctx_); }
-    TransientContext(const TransientContext &) = delete;
-    TransientContext &operator=(const TransientContext &) = delete;
-    EVP_CIPHER_CTX *get() const noexcept { return ctx_; }
-
-  private:
-    EVP_CIPHER_CTX *ctx_;
-};
-
-// Large values: each part is encrypted from where it is (no joining copy).
-bool evp_seal(const uint8_t *key, const uint8_t *nonce, std::initializer_list<ByteView> aad,
-              std::initializer_list<ByteView> plaintext, uint8_t *out, uint8_t *tag) noexcept {
-    const EVP_CIPHER *cipher = evp_aes_256_gcm();
-    TransientContext t;
-    if (cipher == nullptr || t.get() == nullptr) return false;
-    if (EVP_EncryptInit_ex2(t.get(), cipher, key, nonce, nullptr) != 1) return false;
-    if (!evp_aad(t.get(), aad, true)) return false;
-    size_t at = 0;
-    for (const ByteView &part : plaintext) {
-        if (part.size && !evp_update(t.get(), part.data, part.size, out + at, true)) return false;
-        at += part.size;
-    }
-    int outl = 0;
-    uint8_t scratch[16];
-    if (EVP_EncryptFinal_ex(t.get(), scratch, &outl) != 1 || outl != 0) return false;
-    OSSL_PARAM params[2] = {
-        OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, tag, kGcmTagSize),
-        OSSL_PARAM_construct_end()};
-    return EVP_CIPHER_CTX_get_params(t.get(), params) == 1;
-}
-
-bool evp_open(const uint8_t *key, const uint8_t *nonce, std::initializer_list<ByteView> aad,
-              ByteView ciphertext, const uint8_t *tag, uint8_t *out) noexcept {
-    const EVP_CIPHER *cipher = evp_aes_256_gcm();
-    TransientContext t;
-    if (cipher == nullptr || t.get() == nullptr) return false;
-    if (EVP_DecryptInit_ex2(t.get(), cipher, key, nonce, nullptr) != 1) return false;
-    if (!evp_aad(t.get(), aad, false)) return false;
-    if (!evp_update(t.get(), ciphertext.data, ciphertext.size, out, false)) return false;
-    // OSSL_PARAM takes a non-const pointer; hand it a copy rather than casting away const.
-    uint8_t expected[kGcmTagSize];
-    std::memcpy(expected, tag, kGcmTagSize);
-    OSSL_PARAM params[2] = {
-        OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, expected, kGcmTagSize),
-        OSSL_PARAM_construct_end()};
-    if (EVP_CIPHER_CTX_set_params(t.get(), params) != 1) return false;
-    int outl = 0;
-    uint8_t scratch[16];
-    return EVP_DecryptFinal_ex(t.get(), scratch, &outl) == 1 && outl == 0;  // constant time
-}
-
-bool use_caller_owned(GcmEngine engine, size_t len) noexcept {
-    if (engine == GcmEngine::automatic) return len <= kCallerOwnedLimit;
-    return engine == GcmEngine::caller_owned;
+bool gcry_open(gcry_cipher_hd_t h, const uint8_t *nonce, std::initializer_list<ByteView> aad,
+               ByteView ciphertext, const uint8_t *tag, uint8_t *out) noexcept {
+    if (!gcry_start(h, nonce, aad)) return false;
+    if (gcry_cipher_final(h) != 0) return false;
+    if (ciphertext.size > 0 &&
+        gcry_cipher_decrypt(h, out, ciphertext.size, ciphertext.data, ciphertext.size) != 0)
+        return false;
+    return gcry_cipher_checktag(h, tag, kGcmTagSize) == 0;  // constant time
 }
 
 }  // namespace
+
+bool libgcrypt_engine_available() noexcept {
+    return gcrypt_ready();
+}
 
 AesGcmKey::~AesGcmKey() {
     reset();
 }
 
 void AesGcmKey::reset() noexcept {
-    protected_free(state_);  // wipes the key, its schedule and the GHASH table
+    if (state_ != nullptr && state_->gcry != nullptr) gcry_cipher_close(state_->gcry);  // wipes
+    protected_free(state_);  // wipes Nettle's context
     state_ = nullptr;
 }
 
@@ -207,12 +151,28 @@ bool AesGcmKey::init(const uint8_t key[kAesKeySize]) noexcept {
     if (key == nullptr) return false;
     auto *s = static_cast<State *>(protected_alloc(sizeof(State)));
     if (s == nullptr) return false;
-    std::memcpy(s->key, key, kAesKeySize);
-    gcm_aes256_set_key(&s->gcm, s->key);
+    gcm_aes256_set_key(&s->gcm, key);
+    s->gcry = nullptr;
+    bool ok = true;
+    if (gcrypt_ready()) {
+        ok = gcry_cipher_open(&s->gcry, GCRY_CIPHER_AES256, GCRY_CIPHER_MODE_GCM,
+                              GCRY_CIPHER_SECURE) == 0 &&
+             gcry_cipher_setkey(s->gcry, key, kAesKeySize) == 0;
+    }
     state_ = s;
-    wipe_vector_registers();  // the key schedule was computed in them
-    return true;
+    wipe_vector_registers();  // the key schedules were computed in them
+    if (!ok) reset();
+    return ok;
 }
+
+namespace {
+
+bool use_nettle(GcmEngine engine, size_t len, bool have_gcrypt) noexcept {
+    if (engine == GcmEngine::automatic) return len <= kNettleLimit || !have_gcrypt;
+    return engine == GcmEngine::nettle;
+}
+
+}  // namespace
 
 bool AesGcmKey::seal(const uint8_t nonce[kGcmNonceSize], std::initializer_list<ByteView> aad,
                      std::initializer_list<ByteView> plaintext, uint8_t *out,
@@ -221,13 +181,15 @@ bool AesGcmKey::seal(const uint8_t nonce[kGcmNonceSize], std::initializer_list<B
     if (!parts_valid(aad) || !parts_valid(plaintext)) return false;
     const size_t total = total_size(plaintext);
     if (total > 0 && out == nullptr) return false;
+    const bool nettle = use_nettle(engine, total, state_->gcry != nullptr);
+    if (!nettle && state_->gcry == nullptr) return false;
+    // Join the parts in out and encrypt in place: one call per value.
+    join_parts(plaintext, out);
     bool ok = true;
-    if (use_caller_owned(engine, total)) {
-        // Join the parts in out and encrypt in place: one Nettle call per value.
-        join_parts(plaintext, out);
+    if (nettle) {
         nettle_seal(&state_->gcm, nonce, aad, out, total, tag);
     } else {
-        ok = evp_seal(state_->key, nonce, aad, plaintext, out, tag);
+        ok = gcry_seal(state_->gcry, nonce, aad, out, total, tag);
         if (!ok && total > 0) secure_zero(out, total);  // may hold plaintext
     }
     wipe_vector_registers();  // round keys stay in SIMD registers otherwise
@@ -240,9 +202,13 @@ bool AesGcmKey::open(const uint8_t nonce[kGcmNonceSize], std::initializer_list<B
     bool ok = ready() && nonce != nullptr && tag != nullptr && parts_valid(aad) &&
               (ciphertext.size == 0 || (out != nullptr && ciphertext.data != nullptr));
     if (ok) {
-        ok = use_caller_owned(engine, ciphertext.size)
-                 ? nettle_open(&state_->gcm, nonce, aad, ciphertext, tag, out)
-                 : evp_open(state_->key, nonce, aad, ciphertext, tag, out);
+        const bool nettle = use_nettle(engine, ciphertext.size, state_->gcry != nullptr);
+        if (nettle) {
+            ok = nettle_open(&state_->gcm, nonce, aad, ciphertext, tag, out);
+        } else {
+            ok = state_->gcry != nullptr &&
+                 gcry_open(state_->gcry, nonce, aad, ciphertext, tag, out);
+        }
     }
     if (!ok && out != nullptr && ciphertext.size > 0) secure_zero(out, ciphertext.size);
     wipe_vector_registers();  // round keys stay in SIMD registers otherwise

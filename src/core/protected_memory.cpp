@@ -87,6 +87,13 @@ void protected_free(void *block) noexcept {
     munmap(h, mapped);
 }
 
+size_t protected_usable_size(const void *block) noexcept {
+    if (block == nullptr) return 0;
+    const auto *h = reinterpret_cast<const BlockHeader *>(static_cast<const uint8_t *>(block) -
+                                                          sizeof(BlockHeader));
+    return h->mapped - sizeof(BlockHeader);
+}
+
 void protected_wipe_all() noexcept {
     std::lock_guard<std::mutex> guard(list_mutex);
     for (BlockHeader *h = head; h; h = h->next) secure_zero(user_area(h), h->mapped - sizeof *h);

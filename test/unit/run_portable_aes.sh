@@ -1,14 +1,15 @@
 #!/bin/sh
-# The codec on a CPU without AES-NI/PCLMUL, forced: Nettle's fat library and OpenSSL both read
-# their CPU features from the environment. Runs every codec test with both masked and checks
-# that Nettle reported its portable code (OpenSSL has no such report; OPENSSL_ia32cap with
-# bits 57 (AES-NI) and 33 (PCLMULQDQ) cleared is its documented switch).
+# The codec on a CPU without AES-NI/PCLMUL, forced: Nettle's fat library reads its CPU features
+# from NETTLE_FAT_OVERRIDE, and pg_envelope passes ENVELOPE_GCRYPT_DISABLE_HWF to libgcrypt
+# before it detects the CPU. Runs every codec test with both masked and checks that each
+# library reported its portable code (Nettle on stderr, libgcrypt's hwflist in a unit test).
 #   run_portable_aes.sh UNIT_TEST_BINARY
 set -u
 bin=$1
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-NETTLE_FAT_VERBOSE=1 NETTLE_FAT_OVERRIDE=none OPENSSL_ia32cap='~0x200000200000000' \
+NETTLE_FAT_VERBOSE=1 NETTLE_FAT_OVERRIDE=none ENVELOPE_EXPECT_PORTABLE_AES=1 \
+  ENVELOPE_GCRYPT_DISABLE_HWF=intel-aesni,intel-pclmul,intel-vaes-vpclmul,intel-avx,intel-avx2,intel-ssse3 \
   ENVELOPE_CROSS_CHECKS=20000 \
   "$bin" --gtest_filter='Nist/*:AesGcm*:Envelope*:Zeroization*' >"$log" 2>&1
 rc=$?

@@ -1,4 +1,4 @@
-// AES-256-GCM with the key and its expanded schedule only in protected memory.
+// AES-256-GCM with the key and everything derived from it only in protected memory.
 #pragma once
 #include "byte_view.hpp"
 #include "crypto_sizes.hpp"
@@ -9,16 +9,22 @@
 
 namespace envelope {
 
-// Two implementations behind one interface (docs/architecture.md, "The codec"):
-//  - caller_owned: Nettle's GCM with its context (AES round keys, GHASH table) in this
-//    object's protected block; keyed once, ~80 ns for a 32-byte value.
-//  - transient_evp: an OpenSSL EVP context created for the one value and freed (OpenSSL
-//    cleanses it) before returning; ~0.6 µs fixed cost, but VAES/VPCLMUL make it twice as
-//    fast per byte, so it wins above kCallerOwnedLimit.
-// Both fall back to portable code on CPUs without AES-NI/PCLMUL.
-enum class GcmEngine : uint8_t { automatic, caller_owned, transient_evp };
+// Two implementations behind one interface, both keeping their state (AES round keys, GHASH
+// key tables, per-message state) in this object's protected block (docs/architecture.md,
+// "The codec"):
+//  - nettle: Nettle's gcm_aes256; the lowest fixed cost (~75 ns for a 32-byte value).
+//  - libgcrypt: a GCRY_CIPHER_SECURE handle whose memory libgcrypt takes from
+//    protected_alloc; ~45 ns more per call, but its stitched AES-NI/VAES + PCLMUL code is 2-3x
+//    faster per byte.
+// automatic picks nettle up to kNettleLimit bytes of data and libgcrypt above (Nettle for
+// every size if libgcrypt was initialised by someone else in the process). Both fall back to
+// portable code on CPUs without AES-NI/PCLMUL.
+enum class GcmEngine : uint8_t { automatic, nettle, libgcrypt };
 // Measured crossover on the data length (bench/README.md, "Codec engines").
-constexpr size_t kCallerOwnedLimit = 1280;
+constexpr size_t kNettleLimit = 128;
+
+// Whether the libgcrypt engine is usable in this process.
+bool libgcrypt_engine_available() noexcept;
 
 class AesGcmKey {
   public:
@@ -27,7 +33,7 @@ class AesGcmKey {
     AesGcmKey &operator=(const AesGcmKey &) = delete;
     ~AesGcmKey();
 
-    // Keys the object with a 32-byte key (copied into protected memory). False when
+    // Keys the object with a 32-byte key (expanded into protected memory). False when
     // protected memory cannot be had; the object is then not ready.
     bool init(const uint8_t key[kAesKeySize]) noexcept;
     bool ready() const noexcept { return state_ != nullptr; }

@@ -20,6 +20,9 @@ struct ProtectedMemoryStats {
 };
 ProtectedMemoryStats protected_memory_stats() noexcept;
 
+// Usable bytes of a block from protected_alloc (at least what was asked for).
+size_t protected_usable_size(const void *block) noexcept;
+
 // True when every page of [p, p+n) lies in a live protected block (tests, assertions).
 bool is_protected(const void *p, size_t n) noexcept;
 

@@ -43,6 +43,7 @@ void install_log_filter() {
 
 void record_current_exception(EntryFailure &failure) noexcept {
     failure.failed = true;
+    failure.message[0] = failure.detail[0] = failure.hint[0] = '\0';
     try {
         throw;
     } catch (const PgErrorException &e) {

@@ -58,13 +58,15 @@ class PgErrorException : public std::exception {
 };
 
 // What a failed entry point reports; plain data so raising it skips no destructor.
+// The texts are filled only when something was thrown (record_current_exception clears them
+// first): zeroing 1 KiB on every call of every SQL function cost ~5 % of a 32 B scan.
 struct EntryFailure {
     bool failed = false;
     ErrorData *pg_error = nullptr;
     int sqlstate = ERRCODE_INTERNAL_ERROR;
-    char message[256] = {};
-    char detail[512] = {};
-    char hint[256] = {};
+    char message[256];
+    char detail[512];
+    char hint[256];
 };
 
 // Classifies the exception being handled (call only inside a catch handler).
