@@ -9,7 +9,7 @@ extern "C" {
 #include "commands/defrem.h"
 #include "executor/nodeSubplan.h"
 #include "nodes/execnodes.h"
-#include "optimizer/clauses.h"
+#include "nodes/nodeFuncs.h"
 #include "utils/varlena.h"
 }
 
@@ -62,13 +62,32 @@ void transfer(Fn &&fn) {
     --sql_entry_depth;
 }
 
+// PARAM_EXEC ids in an expression tree (pull_paramids() also returns PARAM_EXTERN ids, which
+// do not index the executor's PARAM_EXEC array).
+bool collect_exec_params(Node *node, void *context) {
+    if (node == nullptr) return false;
+    if (IsA(node, Param)) {
+        auto *param = reinterpret_cast<Param *>(node);
+        if (param->paramkind == PARAM_EXEC) {
+            auto *ids = static_cast<Bitmapset **>(context);
+            *ids = bms_add_member(*ids, param->paramid);
+        }
+        return false;
+    }
+    // PostgreSQL 15 declares the walker without a prototype; void (*)() is the generic
+    // function pointer type the conversion goes through.
+    auto *generic = reinterpret_cast<void (*)()>(collect_exec_params);
+    return expression_tree_walker(node, reinterpret_cast<bool (*)()>(generic), context);
+}
+
 // Initplans whose values a remote query sends as parameters run before the flag is raised:
 // PostgreSQL runs them lazily, and they must see the session's own I/O mode.
 void run_param_initplans(ForeignScanState *node) {
     auto *plan = reinterpret_cast<ForeignScan *>(node->ss.ps.plan);
     ExprContext *econtext = node->ss.ps.ps_ExprContext;
     if (plan == nullptr || plan->fdw_exprs == NIL || econtext == nullptr) return;
-    Bitmapset *params = pull_paramids(reinterpret_cast<Expr *>(plan->fdw_exprs));
+    Bitmapset *params = nullptr;
+    collect_exec_params(reinterpret_cast<Node *>(plan->fdw_exprs), &params);
     if (params != nullptr) ExecSetParamPlanMulti(params, econtext);
     bms_free(params);
 }

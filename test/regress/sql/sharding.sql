@@ -103,6 +103,17 @@ RESET envelope.io;
 SELECT count(*) AS found FROM sh_accounts_remote
 WHERE id = 92 + (SELECT length(format('%s', secret)) FROM sh_accounts_local WHERE id = 1);
 
+-- Bound parameters of a generic plan are sent to the shard as they are.
+SET plan_cache_mode = force_generic_plan;
+PREPARE sh_by_id(int) AS SELECT id, secret FROM sh_accounts_remote WHERE id = $1;
+EXECUTE sh_by_id(101);
+PREPARE sh_by_id_sub(int) AS SELECT id, secret FROM sh_accounts_remote
+    WHERE id = $1 + (SELECT length(format('%s', secret)) FROM sh_accounts_local WHERE id = 1);
+EXECUTE sh_by_id_sub(92);
+DEALLOCATE sh_by_id;
+DEALLOCATE sh_by_id_sub;
+RESET plan_cache_mode;
+
 -- ANALYZE samples the shard's rows through the sealed transfer.
 ANALYZE sh_accounts_remote;
 SELECT reltuples > 0 AS analyzed FROM pg_class WHERE oid = 'sh_accounts_remote'::regclass;
