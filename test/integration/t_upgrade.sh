@@ -84,3 +84,33 @@ assert_eq "written by app under 0.1.0" \
   "$(as_pg "$PG_BIN/psql" -h "$IT_SOCK" -p "$PORT" -U app -d restored -AtX -q -c "SELECT v FROM t WHERE id = 51")" \
   "app reads in the restored database through its restored grant"
 
+
+#------------------------------------------------------------------------------
+# Sharding (issue 16): data written at 0.2.0 reads back after the update to 0.3.0, and the
+# update's objects work: envelope_fdw moves it sealed over a loopback server, and the keyring
+# and grants have their replica-mode invalidation triggers.
+#------------------------------------------------------------------------------
+psql_at "$PORT" postgres "CREATE DATABASE db02"
+psql_at "$PORT" db02 "CREATE EXTENSION pg_envelope VERSION '0.2.0'"
+psql_at "$PORT" db02 "CREATE TABLE shard_t (id int PRIMARY KEY, v encrypted_text);
+  INSERT INTO shard_t SELECT g, 'written at 0.2.0 ' || g FROM generate_series(1, 20) g"
+before02=$(psql_at "$PORT" db02 "SELECT string_agg(id || '=' || v, ',' ORDER BY id) FROM shard_t")
+assert_eq 0 "$(psql_at "$PORT" db02 "SELECT count(*) FROM pg_foreign_data_wrapper WHERE fdwname = 'envelope_fdw'")" \
+  "0.2.0 has no envelope_fdw"
+psql_at "$PORT" db02 "ALTER EXTENSION pg_envelope UPDATE TO '0.3.0'"
+assert_eq "$before02" "$(psql_at "$PORT" db02 "SELECT string_agg(id || '=' || v, ',' ORDER BY id) FROM shard_t")" \
+  "0.2.0 -> 0.3.0: every value reads back"
+psql_at "$PORT" db02 "
+  CREATE SERVER loop FOREIGN DATA WRAPPER envelope_fdw
+    OPTIONS (host '$IT_SOCK', port '$PORT', dbname 'db02', options '-c envelope.io=sealed');
+  CREATE USER MAPPING FOR postgres SERVER loop;
+  CREATE FOREIGN TABLE shard_ft (id int, v encrypted_text) SERVER loop OPTIONS (table_name 'shard_t');
+  INSERT INTO shard_ft VALUES (21, 'written through envelope_fdw');" >/dev/null
+assert_eq "$before02,21=written through envelope_fdw" \
+  "$(psql_at "$PORT" db02 "SELECT string_agg(id || '=' || v, ',' ORDER BY id) FROM shard_ft")" \
+  "after the update, envelope_fdw reads the 0.2.0 values and writes new ones"
+assert_eq "key_privileges_changed_replica|R
+keyring_changed_replica|R" "$(psql_at "$PORT" db02 "SELECT tgname, tgenabled FROM pg_trigger
+    WHERE tgname LIKE '%_replica' ORDER BY 1")" "the replica-mode invalidation triggers are installed"
+out=$(psql_fail "$PORT" db02 "ALTER SERVER loop OPTIONS (SET options '-c envelope.io=auto')")
+assert_contains "$out" "must set envelope.io = sealed" "the updated validator guards the server's options"

@@ -1,8 +1,10 @@
 // I/O functions of the encrypted_text type. Plaintext mode seals on input and opens on output;
 // sealed mode moves the printable sealed form (its form checked on input); auto, the default,
 // is sealed for dump and restore tools and for logical replication, plaintext otherwise.
+// envelope_fdw's transfers to and from shards are always sealed.
 #include "boundary/guard.hpp"
 #include "postmaster/settings.hpp"
+#include "session/fdw_transfer.hpp"
 #include "session/value_crypto.hpp"
 
 #include "wipe.hpp"
@@ -33,14 +35,18 @@ bool dump_or_restore_session() {
     return false;
 }
 
-// Output: a logical walsender (pgoutput, table sync COPY) and dump sessions send ciphertext.
+// Output: a logical walsender (pgoutput, table sync COPY) and dump sessions send ciphertext;
+// so does envelope_fdw when it sends parameters to a shard, whatever envelope.io says.
 bool sealed_output() {
+    if (fdw_transfer_active()) return true;
     if (setting_io_mode != io_auto) return setting_io_mode == io_sealed;
     return am_walsender || dump_or_restore_session();
 }
 
-// Input: logical replication workers and restore sessions receive ciphertext.
+// Input: logical replication workers and restore sessions receive ciphertext; so does
+// envelope_fdw when it converts a shard's rows (the shard runs with envelope.io = sealed).
 bool sealed_input() {
+    if (fdw_transfer_active()) return true;
     if (setting_io_mode != io_auto) return setting_io_mode == io_sealed;
     return IsLogicalWorker() || dump_or_restore_session();
 }
