@@ -177,7 +177,7 @@ psql_at "$PORT_A" appdb "
   SELECT envelope.rotate_key('k');
   CREATE TABLE zz.shred (id int PRIMARY KEY, v encrypted_text);
   INSERT INTO zz.shred SELECT g, envelope.encrypt('gone $MARKER ' || g, 'gone') FROM generate_series(1, 5) g;
-  SELECT envelope.destroy_key('gone', 1);" >/dev/null
+  SELECT envelope.destroy_key('gone', 1, force => true);" >/dev/null
 sealed_rows="SELECT 'acct', id, v FROM app.acct UNION ALL SELECT 'ctx', id, v FROM app.ctx
              UNION ALL SELECT 'shred', id, v FROM zz.shred ORDER BY 1, 2"
 rows_a=$(pgtool PGOPTIONS="$SEALED" psql -X -At -p "$PORT_A" -d appdb -c "$sealed_rows")

@@ -89,7 +89,7 @@ not_superuser "ALTER ROLE mallory SET search_path = m, pg_catalog"
 
 # A cache miss with a planted search_path: the key was just rotated by someone else and this
 # session has never seen it; then a destroyed key version is swept (keyring read again).
-psql_at "$PORT" postgres "SELECT envelope.rotate_key('default'); SELECT envelope.destroy_key('mk', 2)" >/dev/null
+psql_at "$PORT" postgres "SELECT envelope.rotate_key('default'); SELECT envelope.destroy_key('mk', 2, force => true)" >/dev/null
 as_mallory postgres "$paths" >/dev/null
 not_superuser "a destroyed version swept, names re-resolved under the planted search_path"
 

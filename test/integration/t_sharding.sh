@@ -90,7 +90,7 @@ for n in 1 2; do
   port_var=PORT_S$n
   port=${!port_var}
   psql_at "$port" postgres "CREATE EXTENSION pg_envelope;
-    SELECT envelope.destroy_key('default', 1);
+    SELECT envelope.destroy_key('default', 1, force => true);
     CREATE ROLE fdw_shard LOGIN;
     CREATE TABLE accounts (id int PRIMARY KEY, owner text, secret encrypted_text);
     GRANT SELECT, INSERT, UPDATE, DELETE ON accounts TO fdw_shard;
@@ -293,7 +293,7 @@ done
 for port in "$PORT_C" "$PORT_S1" "$PORT_S2"; do
   assert_eq t "$(psql_at "$port" postgres "SELECT envelope._encryptions('$k2') IS NOT NULL")" "server on $port caches k2 v1"
 done
-psql_at "$PORT_C" postgres "SET synchronous_commit = remote_apply; SELECT envelope.destroy_key('k2', 1)" >/dev/null
+psql_at "$PORT_C" postgres "SET synchronous_commit = remote_apply; SELECT envelope.destroy_key('k2', 1, force => true)" >/dev/null
 for port in "$PORT_C" "$PORT_S1" "$PORT_S2"; do
   assert_eq t "$(psql_at "$port" postgres "SELECT envelope._encryptions('$k2') IS NULL")" \
     "server on $port: k2 v1 is wiped from the cache when the destroy returns"

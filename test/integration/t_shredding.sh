@@ -48,7 +48,7 @@ start_session rr
 say_to rr "BEGIN ISOLATION LEVEL REPEATABLE READ;"
 say_to rr "SELECT 'snapshot', count(*) FROM t;"
 say_to rr "SELECT 'cached', envelope.decrypt(v) FROM t WHERE k = 'rr_cached' AND n = 1;"
-psql_at "$PORT" postgres "SELECT envelope.destroy_key('rr', 1), envelope.destroy_key('rr_cached', 1)" >/dev/null
+psql_at "$PORT" postgres "SELECT envelope.destroy_key('rr', 1, force => true), envelope.destroy_key('rr_cached', 1, force => true)" >/dev/null
 say_to rr "SELECT 'after', envelope.decrypt(v) FROM t WHERE k = 'rr' AND n = 1;"
 say_to rr "SELECT 'after_cached', envelope.decrypt(v) FROM t WHERE k = 'rr_cached' AND n = 2;"
 say_to rr "COMMIT;"
@@ -64,7 +64,7 @@ assert_eq 0 "$(opened rr_cached)" "rr_cached: 0 values open in other sessions af
 # 2. A destroy in replica mode (apply workers skip ordinary triggers).
 start_session reader
 say_to reader "SELECT 'warm', envelope.decrypt(v) FROM t WHERE k = 'replica' AND n = 1;"
-psql_at "$PORT" postgres "SET session_replication_role = replica; SELECT envelope.destroy_key('replica', 1)" >/dev/null
+psql_at "$PORT" postgres "SET session_replication_role = replica; SELECT envelope.destroy_key('replica', 1, force => true)" >/dev/null
 say_to reader "SELECT 'after', envelope.decrypt(v) FROM t WHERE k = 'replica' AND n = 2;"
 end_session reader
 out=$(cat "$IT_TMP/reader.out")
@@ -73,7 +73,7 @@ assert_not_contains "$out" "after|" "replica: that session opens nothing after t
 assert_eq 0 "$(opened replica)" "replica: 0 values open"
 
 # 3. Two-phase commit: the destroy is prepared in one session and committed from another.
-psql_at "$PORT" postgres "BEGIN; SELECT envelope.destroy_key('twopc', 1); PREPARE TRANSACTION 'shred'" >/dev/null
+psql_at "$PORT" postgres "BEGIN; SELECT envelope.destroy_key('twopc', 1, force => true); PREPARE TRANSACTION 'shred'" >/dev/null
 assert_eq 10 "$(opened twopc)" "twopc: values still open while the destroy is only prepared"
 start_session holder
 say_to holder "SELECT 'warm', envelope.decrypt(v) FROM t WHERE k = 'twopc' AND n = 1;"
@@ -86,7 +86,7 @@ assert_eq 0 "$(opened twopc)" "twopc: 0 values open"
 # 4. Undoing a destroy through the keyring is refused, in replica mode too.
 saved=$(psql_at "$PORT" postgres "SELECT id || ' ' || encode(wrapped_dek, 'hex') || ' ' || kek_label FROM envelope.keyring WHERE name = 'undo'")
 read -r undo_id undo_wrapped undo_kek <<<"$saved"
-psql_at "$PORT" postgres "SELECT envelope.destroy_key('undo', 1)" >/dev/null
+psql_at "$PORT" postgres "SELECT envelope.destroy_key('undo', 1, force => true)" >/dev/null
 for sql in "DELETE FROM envelope.keyring WHERE name = 'undo'" \
            "TRUNCATE envelope.keyring" \
            "SET session_replication_role = replica; DELETE FROM envelope.keyring WHERE name = 'undo'" \

@@ -136,7 +136,7 @@ assert_eq "$(psql_at "$PORT_P" postgres "$sealed_sql")" "$(psql_at "$PORT_S" pos
 # Crypto-shredding on the primary (destroy_key) as seen by the standby.
 #------------------------------------------------------------------------------
 k3_sql="SELECT count(*) FROM t WHERE k = 'k3' AND v::text LIKE '%k3%'"
-psql_at "$PORT_P" postgres "SELECT envelope.destroy_key('k3', 1)" >/dev/null
+psql_at "$PORT_P" postgres "SELECT envelope.destroy_key('k3', 1, force => true)" >/dev/null
 psql_fail_state "$PORT_P" postgres 55000 "$k3_sql" >/dev/null
 pass "primary: values under the destroyed k3 no longer decrypt (55000)"
 lsn=$(psql_at "$PORT_P" postgres "SELECT pg_current_wal_lsn()")

@@ -114,3 +114,21 @@ keyring_changed_replica|R" "$(psql_at "$PORT" db02 "SELECT tgname, tgenabled FRO
     WHERE tgname LIKE '%_replica' ORDER BY 1")" "the replica-mode invalidation triggers are installed"
 out=$(psql_fail "$PORT" db02 "ALTER SERVER loop OPTIONS (SET options '-c envelope.io=auto')")
 assert_contains "$out" "must set envelope.io = sealed" "the updated validator guards the server's options"
+
+#------------------------------------------------------------------------------
+# Key lifecycle (issue 13): the 0.2.0 values re-encrypt after the update, key_usage() counts
+# them, and the replaced destroy_key() refuses while values remain.
+#------------------------------------------------------------------------------
+psql_at "$PORT" db02 "SELECT envelope.rotate_key('default')" >/dev/null
+psql_at "$PORT" db02 "CALL envelope.reencrypt('shard_t', 'v')" >/dev/null
+assert_eq "2|21" "$(psql_at "$PORT" db02 "SELECT string_agg(key_version || '|' || value_count, ',') FROM envelope.key_usage('shard_t')")" \
+  "0.2.0 values re-encrypted to version 2 after the update"
+assert_eq "$before02,21=written through envelope_fdw" \
+  "$(psql_at "$PORT" db02 "SELECT string_agg(id || '=' || v, ',' ORDER BY id) FROM shard_t")" \
+  "and still read back"
+psql_at "$PORT" db02 "INSERT INTO shard_t VALUES (22, envelope.encrypt('pinned', 'default'))" >/dev/null
+psql_at "$PORT" db02 "SELECT envelope.rotate_key('default')" >/dev/null
+psql_fail_state "$PORT" db02 55006 "SELECT envelope.destroy_key('default', 2)" >/dev/null
+pass "the updated destroy_key refuses a version that still seals values"
+assert_eq 1 "$(psql_at "$PORT" db02 "SELECT count(*) FROM pg_proc WHERE proname = 'destroy_key'")" \
+  "one destroy_key after the update (the two-argument one was replaced)"

@@ -73,7 +73,7 @@ SELECT name, key_check_value, problem FROM envelope.keys WHERE name = 'copied';
 DELETE FROM envelope.keyring WHERE name = 'copied';
 TRUNCATE envelope.keyring;
 UPDATE envelope.keyring SET id = gen_random_uuid() WHERE name = 'copied';
-SELECT envelope.destroy_key('copied', 1) IS NOT NULL AS destroyed;
+SELECT envelope.destroy_key('copied', 1, force => true) IS NOT NULL AS destroyed;
 UPDATE envelope.keyring SET state = 'active' WHERE name = 'copied';
 SET session_replication_role = replica;
 DELETE FROM envelope.keyring WHERE name = 'copied';
@@ -98,10 +98,10 @@ SELECT count(*) AS rolled_back_rows FROM envelope.keyring WHERE name = 'rolled_b
 INSERT INTO sealed_values VALUES ('v2', envelope.encrypt('shred me', 'payroll'));
 SELECT keys_cached AS cached_before FROM envelope.status() \gset
 BEGIN;
-SELECT envelope.destroy_key('payroll', 1) IS NOT NULL AS destroyed;
+SELECT envelope.destroy_key('payroll', 1, force => true) IS NOT NULL AS destroyed;
 ROLLBACK;
 SELECT envelope.decrypt(v) AS rollback_keeps_the_key FROM sealed_values WHERE label = 'v1';
-SELECT envelope.destroy_key('payroll', 1) IS NOT NULL AS destroyed;
+SELECT envelope.destroy_key('payroll', 1, force => true) IS NOT NULL AS destroyed;
 SELECT keys_cached = :cached_before - 1 AS wiped_from_cache FROM envelope.status();
 \set VERBOSITY sqlstate
 SELECT envelope.decrypt(v) FROM sealed_values WHERE label = 'v1';
@@ -113,6 +113,6 @@ WHERE name = 'payroll'
 ORDER BY version;
 SELECT wrapped_dek IS NULL AS wrapped_dek_gone FROM envelope.keyring
 WHERE name = 'payroll' AND version = 1;
-SELECT envelope.destroy_key('payroll', 1);
-SELECT envelope.destroy_key('payroll', 99);
+SELECT envelope.destroy_key('payroll', 1, force => true);
+SELECT envelope.destroy_key('payroll', 99, force => true);
 DROP TABLE sealed_values;

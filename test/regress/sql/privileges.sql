@@ -105,7 +105,7 @@ RESET ROLE;
 SET ROLE pv_admin;
 SELECT envelope.create_key('pv_admin_key') IS NOT NULL AS admin_created;
 SELECT envelope.rotate_key('pv_admin_key') IS NOT NULL AS admin_rotated;
-SELECT envelope.destroy_key('pv_admin_key', 1) IS NOT NULL AS admin_destroyed;
+SELECT envelope.destroy_key('pv_admin_key', 1, force => true) IS NOT NULL AS admin_destroyed;
 SELECT envelope.grant_key('pv_admin_key', 'pv_reader', 'all');
 SELECT count(*) > 0 AS admin_sees_keys FROM envelope.keys WHERE name = 'pv_admin_key';
 SELECT count(*) AS admin_sees_grants FROM envelope.key_grants WHERE key_name = 'pv_admin_key';

@@ -25,7 +25,7 @@ RESET envelope.io;
 INSERT INTO vf VALUES (13, :'sealed', NULL);
 \set VERBOSITY default
 -- Shred a version that holds values: vf_a v2 (ids 9 and 10).
-SELECT envelope.destroy_key('vf_a', 2) IS NOT NULL AS destroyed;
+SELECT envelope.destroy_key('vf_a', 2, force => true) IS NOT NULL AS destroyed;
 
 SELECT coalesce(key_name, '(unknown)') AS key_name, key_version, opened, unchecked, destroyed, failed
 FROM envelope.verify('vf', 'v') ORDER BY 1, 2;
