@@ -21,6 +21,11 @@ bytea *seal_plaintext_input(const char *text, size_t len, const char *key_name,
 // Raises an authentication ERROR that never includes plaintext or key bytes.
 struct varlena *open_value(const uint8 *sealed, size_t len, PayloadKind kind, const bytea *context);
 
+// Opens a text value (no context) to compute an index tag from it, without the decrypt
+// privilege check: the plaintext never leaves the caller, which keeps only a keyed tag that
+// goes into an index (session/index_keys). Raises like open_value otherwise.
+struct varlena *open_text_for_tag(const uint8 *sealed, size_t len);
+
 // Parses the printable form ("pgenv1:" + base64) into a varlena of envelope bytes. Only the
 // form is checked (strict base64, envelope layout, version): no key is needed, so a restore
 // loads every value whatever the order of the keyring's data and whatever the key's state;
