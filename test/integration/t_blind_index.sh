@@ -5,8 +5,9 @@
 # standby (same token) including rows replicated after it started, and in a database restored
 # from a sealed dump. After ANALYZE, CHECKPOINT and a WAL switch the marker plaintext is
 # nowhere under PGDATA (heap, index files, WAL, pg_statistic) while a plain-text control is
-# found. With the HSM unusable after a restart (keys not loaded), a lookup through the index
-# is an error (55000), never zero rows.
+# found. A reader needs search on the index key (a denial is an audit line). With the HSM
+# unusable after a restart (keys not loaded), a lookup through the index is an error (55000),
+# never zero rows.
 set -euo pipefail
 # shellcheck source=test/integration/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -64,6 +65,17 @@ check_all() {
 check_all "$PORT_P" postgres "primary"
 out=$(psql_fail_state "$PORT_P" postgres 23505 "INSERT INTO people VALUES (6000, 'x', 'User1@Example.com', NULL)")
 pass "the unique tag index refuses a case variant of an existing e-mail"
+
+# A role with decrypt on the data key but no search on the index key is refused (42501) and the
+# denial is an audit line; with search it finds the row. The log never holds the marker.
+psql_at "$PORT_P" postgres "CREATE ROLE reader; GRANT SELECT ON people TO reader;
+  SELECT envelope.grant_key('default', 'reader', 'decrypt')" >/dev/null
+out=$(psql_fail_state "$PORT_P" postgres 42501 "SET envelope.audit = denials; SET ROLE reader; SELECT id FROM people WHERE ssn = '$MARKER'")
+assert_contains "$out" 'lacks the search privilege' "reader without search: 42501"
+assert_file_contains "$(it_log primary)" 'pg_envelope audit: action=search role="reader" key="people_ssn" version=1 outcome=denied'   "the search denial is an audit line"
+psql_at "$PORT_P" postgres "SELECT envelope.grant_key('people_ssn', 'reader', 'search')" >/dev/null
+assert_eq 5000 "$(psql_at "$PORT_P" postgres "SET ROLE reader; SET enable_seqscan = off; SELECT id FROM people WHERE ssn = '$MARKER'")"   "reader with decrypt (data key) and search (index key) finds the row"
+assert_file_not_contains "$(it_log primary)" "$MARKER" "the server log does not contain the marker"
 
 #------------------------------------------------------------------------------
 # No plaintext under PGDATA, pg_statistic included.
