@@ -5,6 +5,7 @@
 
 #include "aes_gcm.hpp"
 #include "key_table.hpp"
+#include "tag_key.hpp"
 
 namespace envelope::pg {
 
@@ -39,6 +40,10 @@ struct CachedKeyState {
 // cached (or keying failed); the cipher is then reset.
 bool key_cache_key_cipher(Oid database, const DekId &id, CachedKeyState &known,
                           envelope::AesGcmKey &cipher);
+
+// The same for a session's tag context of an index key (session/index_keys).
+bool key_cache_key_tagger(Oid database, const DekId &id, CachedKeyState &known,
+                          envelope::TagKey &tagger);
 
 // Counts one seal under a key; returns the new count, or 0 if the key is not cached.
 uint64 key_cache_count_encryption(Oid database, const DekId &id);
