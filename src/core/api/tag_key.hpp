@@ -10,15 +10,14 @@
 #include <cstdint>
 #include <initializer_list>
 
-typedef struct evp_mac_ctx_st EVP_MAC_CTX;
-
 namespace envelope {
 
 constexpr size_t kTagSize = 32;  // full HMAC-SHA-256 output
 
-// One keyed HMAC context reused for every tag (re-initialised with the same key), so a tag
-// costs one HMAC over the input, no key schedule. Every method is noexcept and reports
-// failure as false.
+// One keyed HMAC context reused for every tag, so a tag costs one HMAC over the input. The
+// context (Nettle's hmac_sha256_ctx: the hashed inner and outer key pads) lives in a protected
+// block (not in core dumps, wiped on release), like the cipher state of data keys. Every
+// method is noexcept and reports failure as false.
 class TagKey {
   public:
     TagKey() = default;
@@ -30,15 +29,16 @@ class TagKey {
     bool init(const uint8_t index_key[kDekSize]) noexcept;
     // Keys the context with a MAC key as given (test vectors).
     bool init_mac_key(ByteView mac_key) noexcept;
-    bool ready() const noexcept { return ctx_ != nullptr; }
-    // Frees the context (OpenSSL wipes the key).
+    bool ready() const noexcept { return state_ != nullptr; }
+    // Wipes and releases the context.
     void reset() noexcept;
 
     // HMAC over the concatenation of parts into out.
     bool tag(std::initializer_list<ByteView> parts, uint8_t out[kTagSize]) noexcept;
 
   private:
-    EVP_MAC_CTX *ctx_ = nullptr;
+    struct State;
+    State *state_ = nullptr;
 };
 
 }  // namespace envelope
