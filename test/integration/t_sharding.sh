@@ -45,21 +45,29 @@ done
 pg_start coord "$PORT_C"
 # Shard 1 runs under strace from its start, which records every byte its processes receive and
 # send on sockets. strace is its parent (tracing a child needs no ptrace capability and passes
-# Yama's ptrace_scope = 1) and runs it as the server user.
-echo "$PORT_S1" >"$IT_TMP/shard1.port"
-IT_SERVERS+=(shard1)
-(cd / && exec env SOFTHSM2_CONF="$IT_SOFTHSM_CONF" strace -u "$PG_USER" -f -qq \
-  -e trace=recvfrom,sendto,recvmsg,sendmsg -e signal=none -s 1000000 -o "$IT_TMP/shard1.strace" \
-  "$PG_BIN/postgres" -D "$IT_TMP/shard1" -p "$PORT_S1" >>"$IT_TMP/shard1.log" 2>&1) &
-strace_sub=$!
+# Yama's ptrace_scope = 1) and runs it as the server user. Where ptrace is forbidden outright
+# (a container's seccomp profile), strace cannot run at all: the wire is then checked through
+# the shards' own logs of every statement and bind parameter they received (below), and the
+# test says so.
 STRACE_PID=""
-for ((i = 0; i < 50; i++)); do  # the subshell execs strace (or, in some shells, forks it)
-  if [[ $(ps -o comm= -p "$strace_sub" 2>/dev/null) == strace ]]; then STRACE_PID=$strace_sub; break; fi
-  STRACE_PID=$(pgrep -P "$strace_sub" -x strace || true)
-  [[ -n $STRACE_PID ]] && break
-  sleep 0.1
-done
-[[ -n $STRACE_PID ]] || fail "strace did not start"
+if strace -f -qq -o /dev/null true >/dev/null 2>&1; then
+  echo "$PORT_S1" >"$IT_TMP/shard1.port"
+  IT_SERVERS+=(shard1)
+  (cd / && exec env SOFTHSM2_CONF="$IT_SOFTHSM_CONF" strace -u "$PG_USER" -f -qq \
+    -e trace=recvfrom,sendto,recvmsg,sendmsg -e signal=none -s 1000000 -o "$IT_TMP/shard1.strace" \
+    "$PG_BIN/postgres" -D "$IT_TMP/shard1" -p "$PORT_S1" >>"$IT_TMP/shard1.log" 2>&1) &
+  strace_sub=$!
+  for ((i = 0; i < 50; i++)); do  # the subshell execs strace (or, in some shells, forks it)
+    if [[ $(ps -o comm= -p "$strace_sub" 2>/dev/null) == strace ]]; then STRACE_PID=$strace_sub; break; fi
+    STRACE_PID=$(pgrep -P "$strace_sub" -x strace || true)
+    [[ -n $STRACE_PID ]] && break
+    sleep 0.1
+  done
+  [[ -n $STRACE_PID ]] || fail "strace did not start"
+else
+  echo "# strace cannot trace here (ptrace not permitted): shard 1 runs without it; the wire is checked through the shards' statement and parameter logs"
+  pg_start shard1 "$PORT_S1"
+fi
 pg_start shard2 "$PORT_S2"
 wait_ready coord "$PORT_C"
 wait_ready shard1 "$PORT_S1"
@@ -124,7 +132,7 @@ for port in "$PORT_S1" "$PORT_S2"; do
 done
 pass "three clusters, one keyring (the coordinator's DEK ids on every server), accounts sharded by id"
 
-kill -0 "$STRACE_PID" 2>/dev/null || fail "strace of shard 1 is not running"
+[[ -z $STRACE_PID ]] || kill -0 "$STRACE_PID" 2>/dev/null || fail "strace of shard 1 is not running"
 
 #------------------------------------------------------------------------------
 # Write paths through the coordinator, each read back from the coordinator.
@@ -215,15 +223,17 @@ assert_eq 212 "$total" "SELECT count(*) across shards (aggregate pushed down)"
 # Sealed on the wire: every byte shard 1's backends received and sent while the coordinator
 # wrote and read (the shards' own sessions open values only after this).
 #------------------------------------------------------------------------------
-kill "$STRACE_PID"  # strace detaches; shard 1 keeps running
-for ((i = 0; i < 50; i++)); do kill -0 "$STRACE_PID" 2>/dev/null || break; sleep 0.1; done
-psql_at "$PORT_S1" postgres "SELECT 1" >/dev/null || fail "shard 1 stopped with strace"
-fdw_backends=$(sed -n 's/^\([0-9]*\) .*application_name.*postgres_fdw.*/\1/p' "$IT_TMP/shard1.strace" | sort -u | wc -l)
-[[ $fdw_backends -gt 0 ]] || fail "no postgres_fdw connection in the strace of shard 1"
-envelopes=$(grep -c 'pgenv1:' "$IT_TMP/shard1.strace" || true)
-[[ $envelopes -gt 0 ]] || fail "the strace of shard 1 shows no envelope"
-assert_file_not_contains "$IT_TMP/shard1.strace" "$MARKER" \
-  "strace of shard 1 ($fdw_backends postgres_fdw backends, $envelopes socket calls carrying envelopes): no marker plaintext received or sent"
+if [[ -n $STRACE_PID ]]; then
+  kill "$STRACE_PID"  # strace detaches; shard 1 keeps running
+  for ((i = 0; i < 50; i++)); do kill -0 "$STRACE_PID" 2>/dev/null || break; sleep 0.1; done
+  psql_at "$PORT_S1" postgres "SELECT 1" >/dev/null || fail "shard 1 stopped with strace"
+  fdw_backends=$(sed -n 's/^\([0-9]*\) .*application_name.*postgres_fdw.*/\1/p' "$IT_TMP/shard1.strace" | sort -u | wc -l)
+  [[ $fdw_backends -gt 0 ]] || fail "no postgres_fdw connection in the strace of shard 1"
+  envelopes=$(grep -c 'pgenv1:' "$IT_TMP/shard1.strace" || true)
+  [[ $envelopes -gt 0 ]] || fail "the strace of shard 1 shows no envelope"
+  assert_file_not_contains "$IT_TMP/shard1.strace" "$MARKER" \
+    "strace of shard 1 ($fdw_backends postgres_fdw backends, $envelopes socket calls carrying envelopes): no marker plaintext received or sent"
+fi
 
 #------------------------------------------------------------------------------
 # Rows on the right shard, readable there with the same keys.
