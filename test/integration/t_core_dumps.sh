@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # t_core_dumps: no DEK and no AES key schedule of pg_envelope in memory a core dump includes.
-# A backend that sealed and opened values (small ones: Nettle's caller-owned state; 4 KiB
-# ones: a transient OpenSSL context), a parallel worker that opened values, and the keeper
-# are each dumped; every dump is searched for every DEK (unwrapped through the token by the
-# test-only probe) and for its expanded AES-256 key schedule (in both word byte orders).
+# A backend that sealed and opened values (small ones: Nettle; 4 KiB ones: libgcrypt) and
+# looked a value up through a blind index, a parallel worker that opened values, and the
+# keeper are each dumped; every dump is searched for every key of the keyring (unwrapped
+# through the token by the test-only probe), for each key's expanded AES-256 key schedule (in
+# both word byte orders), and for the HMAC key derived from the index key.
 # Dumps: kernel core files (SIGABRT, core size unlimited) when this machine's core_pattern
 # writes plain files; otherwise gcore (gdb), which honours MADV_DONTDUMP the same way. The
 # test prints which it used. Live processes are also read through /proc/PID/mem, every
@@ -36,11 +37,13 @@ wait_ready a "$PORT"
 psql_at "$PORT" postgres "CREATE EXTENSION pg_envelope" >/dev/null
 psql_at "$PORT" postgres "SELECT envelope.create_key('other')" >/dev/null
 psql_at "$PORT" postgres "SELECT envelope.create_key('third')" >/dev/null   # made by the keeper
+psql_at "$PORT" postgres "SELECT envelope.create_index_key('idx')" >/dev/null
 psql_at "$PORT" postgres "
   CREATE TABLE t (id int, v encrypted_text, w encrypted_text);
   INSERT INTO t SELECT g, '$MARKER ' || g, CASE WHEN g % 50 = 0 THEN repeat('$MARKER', 200) END
     FROM generate_series(1, 20000) g;
   UPDATE t SET w = envelope.encrypt('$MARKER other ' || id, 'other') WHERE id % 7 = 0;
+  CREATE INDEX t_v_blind ON t USING hash (v envelope.blind_ops (key = 'idx'));
   ANALYZE t" >/dev/null
 
 # ---- the needles: every DEK and its key schedule ----
@@ -51,7 +54,7 @@ NEEDLES=$IT_TMP/needles
 chmod 600 "$NEEDLES"
 mapfile -t rows < <(psql_at "$PORT" postgres "
   SELECT replace(id::text, '-', '') || ' ' || encode(wrapped_dek, 'hex') FROM envelope.keyring ORDER BY name")
-assert_eq 3 "${#rows[@]}" "three DEKs (default, other, third)"
+assert_eq 4 "${#rows[@]}" "four keys (default, other, third; index key idx)"
 for row in "${rows[@]}"; do
   # shellcheck disable=SC2086  # row is "ID WRAPPED"
   dek=$(as_pg SOFTHSM2_CONF="$IT_SOFTHSM_CONF" "$PROBE" "$SOFTHSM_MODULE" pg_envelope "$IT_PIN_FILE" \
@@ -59,6 +62,19 @@ for row in "${rows[@]}"; do
   [[ $dek =~ ^[0-9a-f]{64}$ ]] || fail "probe output is not a 32-byte hex DEK"
   echo "$dek" >>"$NEEDLES"
 done
+# The MAC key of the index key: HKDF-SHA-256(index key, no salt, "pg_envelope index tag v1").
+idx_row=$(psql_at "$PORT" postgres "
+  SELECT replace(id::text, '-', '') || ' ' || encode(wrapped_dek, 'hex') FROM envelope.keyring WHERE name = 'idx'")
+# shellcheck disable=SC2086
+idx_key=$(as_pg SOFTHSM2_CONF="$IT_SOFTHSM_CONF" "$PROBE" "$SOFTHSM_MODULE" pg_envelope "$IT_PIN_FILE" \
+          pg_envelope-kek $idx_row) || fail "probe could not unwrap the index key"
+"$PY" - "$idx_key" >>"$NEEDLES" <<'PY'
+import hashlib, hmac, sys
+ikm = bytes.fromhex(sys.argv[1])
+prk = hmac.new(b"\0" * 32, ikm, hashlib.sha256).digest()
+okm = hmac.new(prk, b"pg_envelope index tag v1" + b"\x01", hashlib.sha256).digest()
+print("raw:" + okm.hex())
+PY
 
 # scan.py MODE SOURCE CONTROL: MODE core (a core file) or live (a PID: /proc/PID/mem, every
 # mapping not marked dd). Fails if any DEK (whole or either half) or any 32-byte window of its
@@ -138,7 +154,9 @@ def live_chunks(pid):
                 continue
 
 mode, source, control = sys.argv[1], sys.argv[2], sys.argv[3].encode()
-keys = [l.strip() for l in open(sys.argv[4]) if l.strip()]
+lines = [l.strip() for l in open(sys.argv[4]) if l.strip()]
+keys = [l for l in lines if not l.startswith("raw:")]
+raws = [bytes.fromhex(l[4:]) for l in lines if l.startswith("raw:")]
 if mode == "core":
     data = open(source, "rb").read()
     chunks = [("core", data)]
@@ -152,6 +170,10 @@ for k in keys:
         for desc, c in chunks:
             if n in c:
                 hits.append("%s of DEK %s... in %s" % (name, k[:6], desc.split()[0] if desc else "?"))
+for r in raws:
+    for desc, c in chunks:
+        if r in c or r[:16] in c or r[16:] in c:
+            hits.append("derived MAC key %s... in %s" % (r[:3].hex(), desc.split()[0] if desc else "?"))
 if hits:
     sys.exit("FOUND key material:\n  " + "\n  ".join(hits[:20]))
 if not found_control:
@@ -219,6 +241,7 @@ as_pg "$PG_BIN/psql" -h "$IT_SOCK" -p "$PORT" -U postgres -d postgres -AtX -q \
   -c "SET max_parallel_workers_per_gather = 0" -c "SET application_name = 'core-backend'" \
   -c "INSERT INTO t SELECT -g, '$MARKER new ' || g, repeat('x', 4000) FROM generate_series(1, 200) g" \
   -c "SELECT count(*) FROM t WHERE v::text LIKE '%$MARKER%' AND (w IS NULL OR length(w::text) > 0)" \
+  -c "SET enable_seqscan = off" -c "SELECT count(*) FROM t WHERE v = '$MARKER 77'" \
   -c "SELECT pg_sleep(120)" >/dev/null 2>&1 &
 bpid=""
 for ((i = 0; i < 150; i++)); do

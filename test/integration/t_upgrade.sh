@@ -132,3 +132,40 @@ psql_fail_state "$PORT" db02 55006 "SELECT envelope.destroy_key('default', 2)" >
 pass "the updated destroy_key refuses a version that still seals values"
 assert_eq 1 "$(psql_at "$PORT" db02 "SELECT count(*) FROM pg_proc WHERE proname = 'destroy_key'")" \
   "one destroy_key after the update (the two-argument one was replaced)"
+
+# From 0.2.0: data and grants written there read back after the update, existing keys are data
+# keys, and the search objects of 0.3.0 (index keys, the search privilege, blind indexes) work
+# on the old data.
+psql_at "$PORT" postgres "CREATE DATABASE db_020"
+psql_at "$PORT" db_020 "CREATE EXTENSION pg_envelope VERSION '0.2.0'"
+psql_at "$PORT" db_020 "SELECT envelope.create_key('people')" >/dev/null
+psql_at "$PORT" db_020 "CREATE TABLE people (id int PRIMARY KEY, ssn encrypted_text)
+  ; GRANT SELECT ON people TO app
+  ; SET envelope.default_key = 'people'
+  ; INSERT INTO people SELECT g, 'ssn-' || g FROM generate_series(1, 500) g" >/dev/null
+psql_at "$PORT" db_020 "SELECT envelope.grant_key('people', 'app', 'decrypt')" >/dev/null
+before_020=$(psql_at "$PORT" db_020 "SELECT id, ssn FROM people ORDER BY id")
+grants_020=$(psql_at "$PORT" db_020 "SELECT key_name, grantee, privilege FROM envelope.key_grants")
+psql_at "$PORT" db_020 "ALTER EXTENSION pg_envelope UPDATE"
+assert_eq "$latest" "$(psql_at "$PORT" db_020 "SELECT extversion FROM pg_extension WHERE extname = 'pg_envelope'")" \
+  "0.2.0 database updated to $latest"
+assert_eq "$before_020" "$(psql_at "$PORT" db_020 "SELECT id, ssn FROM people ORDER BY id")" \
+  "0.2.0 values read back after the update"
+assert_eq "$grants_020" "$(psql_at "$PORT" db_020 "SELECT key_name, grantee, privilege FROM envelope.key_grants")" \
+  "0.2.0 grants are kept"
+assert_eq "data,data" "$(psql_at "$PORT" db_020 "SELECT string_agg(purpose, ',' ORDER BY name) FROM envelope.keys")" \
+  "keys made before the update are data keys"
+psql_at "$PORT" db_020 "SELECT envelope.create_index_key('people_ssn')" >/dev/null
+psql_at "$PORT" db_020 "CREATE INDEX people_ssn_idx ON people USING hash (ssn envelope.blind_ops (key = 'people_ssn'))"
+plan=$(psql_at "$PORT" db_020 "SET enable_seqscan = off; EXPLAIN (COSTS OFF) SELECT id FROM people WHERE ssn = 'ssn-42'")
+assert_contains "$plan" "people_ssn_idx" "a blind index on 0.2.0 data is used for ="
+out=$(psql_fail "$PORT" db_020 "SET ROLE app; SET enable_seqscan = off; SELECT id FROM people WHERE ssn = 'ssn-42'")
+assert_contains "$out" "lacks the search privilege" "searching needs the search privilege on the index key"
+psql_at "$PORT" db_020 "SELECT envelope.grant_key('people_ssn', 'app', 'search')" >/dev/null
+assert_eq 42 "$(as_pg "$PG_BIN/psql" -h "$IT_SOCK" -p "$PORT" -U app -d db_020 -AtX -q \
+  -c "SET enable_seqscan = off; SELECT id FROM people WHERE ssn = 'ssn-42'")" \
+  "app finds the row through the blind index once granted search"
+psql_at "$PORT" db_020 "SELECT envelope.rotate_index_key('people_ssn')" >/dev/null
+assert_eq 43 "$(psql_at "$PORT" db_020 "SET enable_seqscan = off; SELECT id FROM people WHERE ssn = 'ssn-43'")" \
+  "after rotate_index_key the rebuilt index answers"
+assert_eq "$(objects db_020)" "$(objects new_db)" "0.2.0 updated and fresh install have the same objects"

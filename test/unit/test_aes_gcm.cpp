@@ -174,9 +174,7 @@ TEST(AesGcmEngines, CrossCheckOnRandomInputs) {
         for (auto &b : nonce) b = byte();
         // Mostly small values, some near the crossover, a few large ones.
         const unsigned pick = static_cast<unsigned>(rng() % 100);
-        size_t n = pick < 60   ? rng() % 200
-                   : pick < 95 ? rng() % 2048
-                               : rng() % 20000;
+        size_t n = pick < 60 ? rng() % 200 : pick < 95 ? rng() % 2048 : rng() % 20000;
         pt.resize(n);
         for (auto &b : pt) b = byte();
         aad.resize(rng() % 80);

@@ -39,6 +39,7 @@ struct NameEntry {
     Oid database;
     char name[kKeyNameBytes];
     envelope::DekId id;
+    bool index_key;
 };
 NameEntry names[kNames];
 int next_name = 0;
@@ -106,15 +107,26 @@ void require_relations() {
 }
 
 // Attribute numbers of the keyring's columns, by name (never by position).
+// purpose exists from 0.3.0 on (InvalidAttrNumber before: every key is a data key).
 struct Columns {
-    AttrNumber id, name, version, state, wrapped;
+    AttrNumber id, name, version, state, wrapped, purpose;
 };
 
+AttrNumber optional_column(TupleDesc desc, const char *column) {
+    for (int i = 0; i < desc->natts; ++i) {
+        Form_pg_attribute a = TupleDescAttr(desc, i);
+        if (!a->attisdropped && strcmp(NameStr(a->attname), column) == 0) return a->attnum;
+    }
+    return InvalidAttrNumber;
+}
+
 Columns columns_of(TupleDesc desc) {
-    return Columns{
-        extension_column(desc, "keyring", "id"), extension_column(desc, "keyring", "name"),
-        extension_column(desc, "keyring", "version"), extension_column(desc, "keyring", "state"),
-        extension_column(desc, "keyring", "wrapped_dek")};
+    return Columns{extension_column(desc, "keyring", "id"),
+                   extension_column(desc, "keyring", "name"),
+                   extension_column(desc, "keyring", "version"),
+                   extension_column(desc, "keyring", "state"),
+                   extension_column(desc, "keyring", "wrapped_dek"),
+                   optional_column(desc, "purpose")};
 }
 
 KeyringState parse_state(const char *s) {
@@ -175,6 +187,11 @@ char *text_of(HeapTuple t, TupleDesc d, AttrNumber n) {
     bool isnull;
     Datum v = heap_getattr(t, n, d, &isnull);
     return isnull ? pstrdup("") : TextDatumGetCString(v);
+}
+
+bool is_index_key(HeapTuple t, TupleDesc d, const Columns &c) {
+    if (c.purpose == InvalidAttrNumber) return false;
+    return strcmp(text_of(t, d, c.purpose), "index") == 0;
 }
 
 }  // namespace
@@ -241,6 +258,7 @@ KeyringRow keyring_read(const envelope::DekId &id) {
         char *name = text_of(t, d, c.name);
         strlcpy(row.name, name, sizeof row.name);
         row.version = DatumGetInt32(heap_getattr(t, c.version, d, &isnull));
+        row.index_key = is_index_key(t, d, c);
         Datum w = heap_getattr(t, c.wrapped, d, &isnull);
         if (!isnull) {
             MemoryContext old = MemoryContextSwitchTo(caller);
@@ -252,13 +270,14 @@ KeyringRow keyring_read(const envelope::DekId &id) {
     return row;
 }
 
-bool keyring_find_active(const char *name, envelope::DekId &out) {
+bool keyring_find_active(const char *name, envelope::DekId &out, bool *index_key) {
     require_relations();
     const bool cacheable = strlen(name) < sizeof names[0].name;
     if (cacheable) {
         for (const auto &n : names) {
             if (n.used && n.database == MyDatabaseId && strcmp(n.name, name) == 0) {
                 out = n.id;
+                if (index_key) *index_key = n.index_key;
                 return true;
             }
         }
@@ -267,6 +286,7 @@ bool keyring_find_active(const char *name, envelope::DekId &out) {
     ScanKeyEntryInitialize(&key, 0, 1, BTEqualStrategyNumber, InvalidOid, DEFAULT_COLLATION_OID,
                            F_TEXTEQ, CStringGetTextDatum(name));
     bool found = false;
+    bool found_index_key = false;
     int best_version = 0;
     scan_keyring(ScanBy::name, &key, [&](HeapTuple t, TupleDesc d, const Columns &c) {
         char *state = text_of(t, d, c.state);
@@ -277,6 +297,7 @@ bool keyring_find_active(const char *name, envelope::DekId &out) {
             found = true;
             best_version = version;
             out = id_of(t, d, c);
+            found_index_key = is_index_key(t, d, c);
         }
         return true;
     });
@@ -287,7 +308,9 @@ bool keyring_find_active(const char *name, envelope::DekId &out) {
         e.database = MyDatabaseId;
         strlcpy(e.name, name, sizeof e.name);
         e.id = out;
+        e.index_key = found_index_key;
     }
+    if (index_key) *index_key = found_index_key;
     return found;
 }
 

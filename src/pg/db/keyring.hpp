@@ -21,6 +21,7 @@ struct KeyringRow {
     KeyringState state;
     char name[kKeyNameBytes];
     int version;
+    bool index_key;  // purpose 'index' (0.3.0): keys tags, never seals or opens a value
     bytea *wrapped;  // palloc'd in the caller's context; nullptr once destroyed
 };
 
@@ -29,7 +30,8 @@ KeyringRow keyring_read(const envelope::DekId &id);
 
 // The DEK id of the active version of a named key. False if there is none. Resolutions are
 // cached per session (compared on the full name) and dropped on every keyring change.
-bool keyring_find_active(const char *name, envelope::DekId &out);
+// index_key (optional) receives whether the key is an index key (purpose 'index').
+bool keyring_find_active(const char *name, envelope::DekId &out, bool *index_key = nullptr);
 
 // Ids of destroyed key versions, palloc'd in the current context.
 int keyring_destroyed_ids(envelope::DekId **out);

@@ -43,6 +43,7 @@ LocalCipher *install_local(const envelope::DekId &id, uint64 generation) {
     victim->used = true;
     victim->nonce_warned = false;
     victim->name_known = false;
+    victim->index_key = false;
     victim->version = 0;
     victim->usage_slot = 0;
     victim->privileges = PrivilegeDecisions{InvalidOid, 0, {false, false}};

@@ -24,6 +24,7 @@ struct LocalCipher {
     bool used;
     bool nonce_warned;  // the nonce-budget WARNING was given in this session
     bool name_known;    // name holds the key's name (read from the keyring on first check)
+    bool index_key;     // read with the name: an index key never seals or opens a value
     char name[kKeyNameBytes];
     int version;     // the key's version (read with the name)
     int usage_slot;  // session/key_usage slot of (privileges.role, this key); valid once decided

@@ -3,6 +3,7 @@
 #include "db/keyring.hpp"
 #include "session/audit.hpp"
 #include "session/key_usage.hpp"
+#include "session/session_keys.hpp"
 
 #include "hex.hpp"
 
@@ -58,7 +59,20 @@ uint64 stamp() {
 }  // namespace
 
 const char *key_privilege_name(KeyPrivilege p) {
-    return p == KeyPrivilege::encrypt ? "encrypt" : "decrypt";
+    switch (p) {
+        case KeyPrivilege::encrypt:
+            return "encrypt";
+        case KeyPrivilege::decrypt:
+            return "decrypt";
+        case KeyPrivilege::search:
+            break;
+    }
+    return "search";
+}
+
+uint64 key_privilege_stamp() {
+    register_callbacks();
+    return stamp();
 }
 
 bool role_has_key_privilege(Oid role, const char *key_name, KeyPrivilege p) {
@@ -92,8 +106,11 @@ void require_key_privilege(LocalCipher *key, KeyPrivilege p) {
             }
             strlcpy(key->name, row.name, sizeof key->name);
             key->version = row.version;
+            key->index_key = row.index_key;
             key->name_known = true;
         }
+        // No decision is cached for an index key: every use comes back here and fails.
+        if (key->index_key) raise_index_key_misuse(key->name);
         usage_assign_slot(key, user);
         d.role = user;
         d.stamp = now;

@@ -41,6 +41,14 @@ namespace {
 
 }  // namespace
 
+void raise_index_key_misuse(const char *name) {
+    ereport(ERROR, (errcode(ERRCODE_WRONG_OBJECT_TYPE), errmsg("key \"%s\" is an index key", name),
+                    errdetail("Index keys compute search tags only; they never seal or open "
+                              "a value."),
+                    errhint("Seal values under a data key (envelope.create_key())."),
+                    errhidestmt(true), errhidecontext(true)));
+}
+
 void require_keyring_row(const envelope::DekId &id) {
     if (!keyring_read(id).found) raise_unknown_key(id);
 }
@@ -64,9 +72,13 @@ void load_key(const envelope::DekId &id) {
     raise_key_error(item.error, item.message, description);
 }
 
+void sweep_if_keyring_changed() {
+    if (unlikely(keyring_take_change())) sweep_destroyed_keys();
+}
+
 LocalCipher *key_for_open(const envelope::DekId &id) {
     ensure_preloaded();
-    if (unlikely(keyring_take_change())) sweep_destroyed_keys();
+    sweep_if_keyring_changed();
     LocalCipher *k = cipher_cache_lookup(id);
     if (!k) {
         load_key(id);
@@ -86,12 +98,14 @@ LocalCipher *key_for_seal(const char *name) {
     ensure_preloaded();
     if (name == nullptr) name = setting_default_key;
     envelope::DekId id;
-    if (!keyring_find_active(name, id)) {
+    bool index_key = false;
+    if (!keyring_find_active(name, id, &index_key)) {
         ereport(ERROR, (errcode(ERRCODE_UNDEFINED_OBJECT),
                         errmsg("key \"%s\" does not exist or has no active version", name),
                         errhint("Create it with envelope.create_key(), or set "
                                 "envelope.default_key to an existing key.")));
     }
+    if (index_key) raise_index_key_misuse(name);
     return key_for_open(id);
 }
 

@@ -19,6 +19,12 @@ void count_seal(LocalCipher *key);
 // Makes sure a DEK is in the shared cache (asking the keeper if needed). Raises on failure.
 void load_key(const envelope::DekId &id);
 
+// Evicts destroyed keys from the shared cache once after each keyring change seen here.
+void sweep_if_keyring_changed();
+
+// Raises 42809: an index key was named where a data key is needed.
+[[noreturn]] void raise_index_key_misuse(const char *name);
+
 // Raises 42704 unless this database's keyring has a row for the DEK (any state).
 void require_keyring_row(const envelope::DekId &id);
 

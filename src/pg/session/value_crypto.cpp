@@ -168,6 +168,22 @@ char *open_text_cstring(const uint8 *sealed, size_t len) {
     return out;
 }
 
+struct varlena *open_text_for_tag(const uint8 *sealed, size_t len) {
+    const envelope::ParsedEnvelope parsed = parse_or_raise(sealed, len);
+    LocalCipher *key = key_for_open(parsed.dek);
+    Context c;
+    build_context(c, PayloadKind::text, nullptr);
+    auto *out = static_cast<struct varlena *>(palloc(VARHDRSZ + parsed.ciphertext.size));
+    uint8 *plain = reinterpret_cast<uint8 *>(VARDATA(out));
+    size_t plain_len = 0;
+    envelope::EnvelopeStatus st =
+        envelope::open_envelope(key->cipher, parsed, {c.data, c.size}, plain, &plain_len);
+    if (st != envelope::EnvelopeStatus::ok) raise_status(st, false);  // plain wiped
+    envelope::secure_zero(plain + plain_len, parsed.ciphertext.size - plain_len);
+    SET_VARSIZE(out, VARHDRSZ + plain_len);
+    return out;
+}
+
 bytea *parse_sealed_text(const char *text, size_t len) {
     const size_t cap = envelope::printable_decoded_max(len);
     bytea *out = static_cast<bytea *>(palloc(VARHDRSZ + Max(cap, 1)));

@@ -24,6 +24,11 @@ struct varlena *open_value(const uint8 *sealed, size_t len, PayloadKind kind, co
 // intermediate plaintext copy is left behind).
 char *open_text_cstring(const uint8 *sealed, size_t len);
 
+// Opens a text value (no context) to compute an index tag from it, without the decrypt
+// privilege check: the plaintext never leaves the caller, which keeps only a keyed tag that
+// goes into an index (session/index_keys). Raises like open_value otherwise.
+struct varlena *open_text_for_tag(const uint8 *sealed, size_t len);
+
 // Parses the printable form ("pgenv1:" + base64) into a varlena of envelope bytes. Only the
 // form is checked (strict base64, envelope layout, version): no key is needed, so a restore
 // loads every value whatever the order of the keyring's data and whatever the key's state;

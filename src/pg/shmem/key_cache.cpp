@@ -86,7 +86,27 @@ bool key_cache_key_cipher(Oid database, const DekId &id, CachedKeyState &known,
     return ok;
 }
 
+<<<<<<< HEAD
 SealCount key_cache_count_encryption(Oid database, const DekId &id) {
+=======
+bool key_cache_key_tagger(Oid database, const DekId &id, CachedKeyState &known,
+                          envelope::TagKey &tagger) {
+    bool ok = with_cache(LW_SHARED, [&](envelope::KeyTable &t) {
+        int index = t.find(database, id);
+        if (index < 0) return false;
+        const envelope::KeyEntry &e = t.entry(index);
+        known.use = e.use;
+        if (e.change_count == known.change_count && tagger.ready()) return true;
+        known.change_count = e.change_count;
+        tagger.reset();
+        return tagger.init(e.key);  // noexcept: no C++ exception under the lock
+    });
+    if (!ok) tagger.reset();
+    return ok;
+}
+
+uint64 key_cache_count_encryption(Oid database, const DekId &id) {
+>>>>>>> main
     // Under the shared lock: entries move only under the exclusive one.
     return with_cache(LW_SHARED, [&](envelope::KeyTable &t) -> SealCount {
         int index = t.find(database, id);

@@ -5,6 +5,7 @@
 
 #include "aes_gcm.hpp"
 #include "key_table.hpp"
+#include "tag_key.hpp"
 
 namespace envelope::pg {
 
@@ -39,6 +40,10 @@ struct CachedKeyState {
 // cached (or keying failed); the cipher is then reset.
 bool key_cache_key_cipher(Oid database, const DekId &id, CachedKeyState &known,
                           envelope::AesGcmKey &cipher);
+
+// The same for a session's tag context of an index key (session/index_keys).
+bool key_cache_key_tagger(Oid database, const DekId &id, CachedKeyState &known,
+                          envelope::TagKey &tagger);
 
 // Counts one seal under a key: the new count and the count reserved on disk so far
 // (cached = false if the key is not cached).

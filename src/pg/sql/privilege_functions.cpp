@@ -13,10 +13,12 @@ ENVELOPE_SQL_FUNCTION(envelope_has_key_privilege) {
     const bool all = strcmp(privilege, "all") == 0;
     const bool encrypt = all || strcmp(privilege, "encrypt") == 0;
     const bool decrypt = all || strcmp(privilege, "decrypt") == 0;
+    if (strcmp(privilege, "search") == 0)
+        PG_RETURN_BOOL(role_has_key_privilege(role, key_name, KeyPrivilege::search));
     if (!encrypt && !decrypt) {
         ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                         errmsg("invalid key privilege \"%s\"", privilege),
-                        errhint("Use encrypt, decrypt or all.")));
+                        errhint("Use encrypt, decrypt, search or all.")));
     }
     bool allowed = true;
     if (encrypt) allowed = role_has_key_privilege(role, key_name, KeyPrivilege::encrypt);
