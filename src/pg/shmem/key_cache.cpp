@@ -86,9 +86,6 @@ bool key_cache_key_cipher(Oid database, const DekId &id, CachedKeyState &known,
     return ok;
 }
 
-<<<<<<< HEAD
-SealCount key_cache_count_encryption(Oid database, const DekId &id) {
-=======
 bool key_cache_key_tagger(Oid database, const DekId &id, CachedKeyState &known,
                           envelope::TagKey &tagger) {
     bool ok = with_cache(LW_SHARED, [&](envelope::KeyTable &t) {
@@ -105,8 +102,7 @@ bool key_cache_key_tagger(Oid database, const DekId &id, CachedKeyState &known,
     return ok;
 }
 
-uint64 key_cache_count_encryption(Oid database, const DekId &id) {
->>>>>>> main
+SealCount key_cache_count_encryption(Oid database, const DekId &id) {
     // Under the shared lock: entries move only under the exclusive one.
     return with_cache(LW_SHARED, [&](envelope::KeyTable &t) -> SealCount {
         int index = t.find(database, id);
