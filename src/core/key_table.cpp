@@ -41,6 +41,7 @@ KeyTable::KeyTable(void *region, uint32_t capacity, bool initialize) noexcept
     for (uint32_t i = 0; i < buckets; ++i) {
         KeyEntry *e = new (&entries_[i]) KeyEntry{};
         e->encryptions.store(0, std::memory_order_relaxed);
+        e->reserved.store(0, std::memory_order_relaxed);
     }
 }
 
@@ -80,6 +81,9 @@ KeyTable::InsertResult KeyTable::insert(uint32_t database, const DekId &id,
         if (encryptions > s.encryptions.load(std::memory_order_relaxed)) {
             s.encryptions.store(encryptions, std::memory_order_relaxed);
         }
+        if (encryptions > s.reserved.load(std::memory_order_relaxed)) {
+            s.reserved.store(encryptions, std::memory_order_relaxed);
+        }
         bump();
         if (index) *index = found;
         return InsertResult::replaced;
@@ -97,6 +101,7 @@ KeyTable::InsertResult KeyTable::insert(uint32_t database, const DekId &id,
     std::memcpy(s.key, key, sizeof s.key);
     s.change_count++;
     s.encryptions.store(encryptions, std::memory_order_relaxed);
+    s.reserved.store(encryptions, std::memory_order_relaxed);  // the seed came from disk
     s.use = use;
     s.occupancy = Occupancy::live;
     header_->used++;
@@ -151,6 +156,7 @@ void KeyTable::clear() noexcept {
         s.occupancy = Occupancy::empty;
         s.change_count++;
         s.encryptions.store(0, std::memory_order_relaxed);
+        s.reserved.store(0, std::memory_order_relaxed);
     }
     header_->used = 0;
     header_->tombstones = 0;
@@ -193,6 +199,7 @@ void KeyTable::rebuild() noexcept {
             d.change_count = s.change_count + 1;
             d.encryptions.store(s.encryptions.load(std::memory_order_relaxed),
                                 std::memory_order_relaxed);
+            d.reserved.store(s.reserved.load(std::memory_order_relaxed), std::memory_order_relaxed);
             d.use = s.use;
             d.occupancy = Occupancy::live;
             secure_zero(s.key, sizeof s.key);

@@ -22,6 +22,8 @@ struct KeyEntry {
     DekId id;               // keyring row id
     uint64_t change_count;  // bumped every time the entry changes (backends drop stale state)
     std::atomic<uint64_t> encryptions;  // nonces drawn under this key (NIST SP 800-38D budget)
+    std::atomic<uint64_t> reserved;     // encryptions durably reserved on disk (>= encryptions
+                                        // once a seal is allowed to proceed)
     uint8_t key[kDekSize];
 };
 

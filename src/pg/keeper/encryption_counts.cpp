@@ -1,6 +1,7 @@
 // Keeper-side persistence of encryption counts (see encryption_counts.hpp).
 #include "keeper/encryption_counts.hpp"
 #include "shmem/key_cache.hpp"
+#include "storage/count_reservations.hpp"
 
 #include "hex.hpp"
 
@@ -53,7 +54,10 @@ void counts_load() {
 uint64 counts_seed(Oid database, const envelope::DekId &id) {
     if (!loaded) counts_load();
     auto it = saved_counts.find({database, id});
-    return it == saved_counts.end() ? 0 : it->second;
+    const uint64 saved = it == saved_counts.end() ? 0 : it->second;
+    // The reservation on disk bounds what any session may have used before a crash.
+    const uint64 reserved = reserved_on_disk(database, id);
+    return reserved > saved ? reserved : saved;
 }
 
 void counts_save(bool force) {

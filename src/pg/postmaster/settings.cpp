@@ -14,6 +14,7 @@ char *setting_default_key = nullptr;
 int setting_pad_block = 16;
 int setting_io_mode = io_auto;
 int setting_nonce_warning_threshold = 1 << 30;
+double setting_nonce_limit = 4294967296.0;
 int setting_audit = audit_management;
 
 namespace {
@@ -84,6 +85,13 @@ void define_settings() {
         "envelope.nonce_warning_threshold",
         "Encryptions under one data key after which a WARNING suggests rotating it.", nullptr,
         &setting_nonce_warning_threshold, 1 << 30, 1, INT_MAX, PGC_SUSET, 0, nullptr, nullptr,
+        nullptr);
+    DefineCustomRealVariable(
+        "envelope.nonce_limit",
+        "Encryptions allowed under one data key; further seals under it are refused.",
+        "Random 96-bit nonces allow 2^32 encryptions per key (NIST SP 800-38D); the count never "
+        "undercounts (blocks are reserved on disk before use).",
+        &setting_nonce_limit, 4294967296.0, 1.0, 4294967296.0, PGC_SIGHUP, 0, nullptr, nullptr,
         nullptr);
     DefineCustomEnumVariable(
         "envelope.audit",

@@ -1,5 +1,6 @@
 // A session's way to the key of a value (see session_keys.hpp).
 #include "session/session_keys.hpp"
+#include "storage/count_reservations.hpp"
 #include "db/keyring.hpp"
 #include "postmaster/settings.hpp"
 #include "session/keeper_client.hpp"
@@ -109,7 +110,23 @@ LocalCipher *key_for_seal(const char *name) {
 }
 
 void count_seal(LocalCipher *key) {
-    const uint64 n = key_cache_count_encryption(MyDatabaseId, key->id);
+    const SealCount c = key_cache_count_encryption(MyDatabaseId, key->id);
+    if (!c.cached) return;  // evicted meanwhile: the seal fails when it looks the key up again
+    // Reserve on disk before the nonce is used, so a crash can only over-count.
+    if (c.count > c.reserved) reserve_encryptions(MyDatabaseId, key->id, c.count);
+    const uint64 n = c.count;
+    if (static_cast<double>(n) > setting_nonce_limit) {
+        char uuid[37];
+        envelope::format_uuid(key->id.data(), uuid);
+        ereport(ERROR,
+                (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+                 errmsg("data key %s has used its nonce budget", uuid),
+                 errdetail("envelope.nonce_limit allows %.0f encryptions under one data key; this "
+                           "seal would be number %llu.",
+                           setting_nonce_limit, static_cast<unsigned long long>(n)),
+                 errhint("Rotate the key with envelope.rotate_key(); values sealed so far still "
+                         "open.")));
+    }
     if (n < static_cast<uint64>(setting_nonce_warning_threshold) || key->nonce_warned) return;
     key->nonce_warned = true;
     char uuid[37];

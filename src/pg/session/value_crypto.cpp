@@ -105,11 +105,11 @@ bytea *seal_value(const char *data, size_t len, const char *key_name, PayloadKin
     build_context(c, kind, context);
     bytea *out = static_cast<bytea *>(palloc(VARHDRSZ + sealed_len));
     SET_VARSIZE(out, VARHDRSZ + sealed_len);
+    count_seal(key);  // before the nonce is drawn: refuses past the budget, reserves on disk
     envelope::EnvelopeStatus st =
         envelope::seal_envelope(key->cipher, key->id, {reinterpret_cast<const uint8 *>(data), len},
                                 {c.data, c.size}, pad, reinterpret_cast<uint8 *>(VARDATA(out)));
     if (st != envelope::EnvelopeStatus::ok) raise_status(st, context != nullptr);
-    count_seal(key);
     usage_count_seal(key);
     return out;
 }

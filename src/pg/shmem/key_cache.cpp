@@ -102,12 +102,33 @@ bool key_cache_key_tagger(Oid database, const DekId &id, CachedKeyState &known,
     return ok;
 }
 
-uint64 key_cache_count_encryption(Oid database, const DekId &id) {
+SealCount key_cache_count_encryption(Oid database, const DekId &id) {
     // Under the shared lock: entries move only under the exclusive one.
+    return with_cache(LW_SHARED, [&](envelope::KeyTable &t) -> SealCount {
+        int index = t.find(database, id);
+        if (index < 0) return SealCount{false, 0, 0};
+        envelope::KeyEntry &e = t.entry(index);
+        const uint64 n = e.encryptions.fetch_add(1, std::memory_order_relaxed) + 1;
+        return SealCount{true, n, e.reserved.load(std::memory_order_acquire)};
+    });
+}
+
+uint64 key_cache_reserved(Oid database, const DekId &id) {
     return with_cache(LW_SHARED, [&](envelope::KeyTable &t) -> uint64 {
         int index = t.find(database, id);
-        if (index < 0) return 0;
-        return t.entry(index).encryptions.fetch_add(1, std::memory_order_relaxed) + 1;
+        return index < 0 ? 0 : t.entry(index).reserved.load(std::memory_order_acquire);
+    });
+}
+
+void key_cache_raise_reserved(Oid database, const DekId &id, uint64 to) {
+    with_cache(LW_SHARED, [&](envelope::KeyTable &t) {
+        int index = t.find(database, id);
+        if (index < 0) return false;
+        std::atomic<uint64_t> &r = t.entry(index).reserved;
+        uint64_t seen = r.load(std::memory_order_relaxed);
+        while (seen < to && !r.compare_exchange_weak(seen, to, std::memory_order_release)) {
+        }
+        return true;
     });
 }
 

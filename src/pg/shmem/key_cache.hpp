@@ -45,8 +45,17 @@ bool key_cache_key_cipher(Oid database, const DekId &id, CachedKeyState &known,
 bool key_cache_key_tagger(Oid database, const DekId &id, CachedKeyState &known,
                           envelope::TagKey &tagger);
 
-// Counts one seal under a key; returns the new count, or 0 if the key is not cached.
-uint64 key_cache_count_encryption(Oid database, const DekId &id);
+// Counts one seal under a key: the new count and the count reserved on disk so far
+// (cached = false if the key is not cached).
+struct SealCount {
+    bool cached;
+    uint64 count;
+    uint64 reserved;
+};
+SealCount key_cache_count_encryption(Oid database, const DekId &id);
+// The reserved count of a cached key (0 if not cached), and raising it (never lowers it).
+uint64 key_cache_reserved(Oid database, const DekId &id);
+void key_cache_raise_reserved(Oid database, const DekId &id, uint64 to);
 // Values sealed under a key so far, or -1 if it is not cached.
 int64 key_cache_encryptions(Oid database, const DekId &id);
 // The public key check value of a cached key into out (17 bytes). False if not cached; *ok

@@ -7,8 +7,14 @@
 namespace envelope::pg {
 
 // The named LWLock tranche; each owner takes its own lock and no other module takes it.
-enum class SharedLock { key_cache = 0, keeper_status = 1, request_queue = 2, key_stats = 3 };
-constexpr int kSharedLockCount = 4;
+enum class SharedLock {
+    key_cache = 0,
+    keeper_status = 1,
+    request_queue = 2,
+    key_stats = 3,
+    count_reservations = 4,  // storage/count_reservations.cpp: one writer of reservation files
+};
+constexpr int kSharedLockCount = 5;
 LWLock *shared_lock(SharedLock which);
 
 void shmem_request();  // from shmem_request_hook
