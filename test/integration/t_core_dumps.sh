@@ -235,6 +235,18 @@ dump() {
   pass "$name (pid $pid) dumped with $CORE_MODE: $(stat -c %s "$IT_TMP/$name.core") bytes"
 }
 
+# sleeping_pid CONDITION: the pid of a process matching CONDITION that sleeps in pg_sleep (waits
+# up to 30 s; empty if none).
+sleeping_pid() {
+  local pid="" i
+  for ((i = 0; i < 150; i++)); do
+    pid=$(psql_at "$PORT" postgres "SELECT pid FROM pg_stat_activity WHERE $1 AND wait_event = 'PgSleep' LIMIT 1")
+    [[ -n $pid ]] && break
+    sleep 0.2
+  done
+  echo "$pid"
+}
+
 # ---- a backend that sealed and opened small and large values ----
 # Separate -c commands: the INSERT commits before the sleep.
 as_pg "$PG_BIN/psql" -h "$IT_SOCK" -p "$PORT" -U postgres -d postgres -AtX -q \
@@ -243,12 +255,7 @@ as_pg "$PG_BIN/psql" -h "$IT_SOCK" -p "$PORT" -U postgres -d postgres -AtX -q \
   -c "SELECT count(*) FROM t WHERE v::text LIKE '%$MARKER%' AND (w IS NULL OR length(w::text) > 0)" \
   -c "SET enable_seqscan = off" -c "SELECT count(*) FROM t WHERE v = '$MARKER 77'" \
   -c "SELECT pg_sleep(120)" >/dev/null 2>&1 &
-bpid=""
-for ((i = 0; i < 150; i++)); do
-  bpid=$(psql_at "$PORT" postgres "SELECT pid FROM pg_stat_activity WHERE application_name = 'core-backend' AND query LIKE '%pg_sleep(120)%' AND wait_event = 'PgSleep'")
-  [[ -n $bpid ]] && break
-  sleep 0.2
-done
+bpid=$(sleeping_pid "application_name = 'core-backend' AND query LIKE '%pg_sleep(120)%'")
 [[ -n $bpid ]] || fail "the backend did not reach its sleep"
 scan live "$bpid" "$MARKER" "backend, live memory (/proc/$bpid/mem, mappings without dd)"
 dump "$bpid" backend
@@ -263,12 +270,7 @@ PAR_SQL="
   SELECT count(*) FROM t WHERE length(v::text) > 0 AND length(coalesce(w::text, '')) >= 0
     AND (id <> 19999 OR pg_sleep(120) IS NOT NULL);"
 as_pg "$PG_BIN/psql" -h "$IT_SOCK" -p "$PORT" -U postgres -d postgres -AtX -q -c "$PAR_SQL" >/dev/null 2>&1 &
-wpid=""
-for ((i = 0; i < 150; i++)); do
-  wpid=$(psql_at "$PORT" postgres "SELECT pid FROM pg_stat_activity WHERE backend_type = 'parallel worker' AND wait_event = 'PgSleep' LIMIT 1")
-  [[ -n $wpid ]] && break
-  sleep 0.2
-done
+wpid=$(sleeping_pid "backend_type = 'parallel worker'")
 [[ -n $wpid ]] || fail "no parallel worker reached its sleep (was the plan parallel?)"
 scan live "$wpid" "$MARKER" "parallel worker, live memory"
 dump "$wpid" worker

@@ -50,7 +50,7 @@ pg_start coord "$PORT_C"
 # the shards' own logs of every statement and bind parameter they received (below), and the
 # test says so.
 STRACE_PID=""
-if strace -f -qq -o /dev/null true >/dev/null 2>&1; then
+if (cd / && strace -u "$PG_USER" -f -qq -o /dev/null true) >/dev/null 2>&1; then
   echo "$PORT_S1" >"$IT_TMP/shard1.port"
   IT_SERVERS+=(shard1)
   (cd / && exec env SOFTHSM2_CONF="$IT_SOFTHSM_CONF" strace -u "$PG_USER" -f -qq \

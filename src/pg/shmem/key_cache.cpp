@@ -70,36 +70,36 @@ void key_cache_forget_database(Oid database) {
     with_cache(LW_EXCLUSIVE, [&](envelope::KeyTable &t) { return t.remove_database(database); });
 }
 
-bool key_cache_key_cipher(Oid database, const DekId &id, CachedKeyState &known,
-                          envelope::AesGcmKey &cipher) {
+namespace {
+
+// Keys a session's context (cipher or tagger: both have ready/reset/init(key), all noexcept)
+// from the cache entry when the entry changed since `known`; resets it if the key is gone.
+template <typename Context>
+bool key_context(Oid database, const DekId &id, CachedKeyState &known, Context &context) {
     bool ok = with_cache(LW_SHARED, [&](envelope::KeyTable &t) {
         int index = t.find(database, id);
         if (index < 0) return false;
         const envelope::KeyEntry &e = t.entry(index);
         known.use = e.use;
-        if (e.change_count == known.change_count && cipher.ready()) return true;
+        if (e.change_count == known.change_count && context.ready()) return true;
         known.change_count = e.change_count;
-        cipher.reset();
-        return cipher.init(e.key);  // noexcept: no C++ exception under the lock
+        context.reset();
+        return context.init(e.key);  // noexcept: no C++ exception under the lock
     });
-    if (!ok) cipher.reset();
+    if (!ok) context.reset();
     return ok;
+}
+
+}  // namespace
+
+bool key_cache_key_cipher(Oid database, const DekId &id, CachedKeyState &known,
+                          envelope::AesGcmKey &cipher) {
+    return key_context(database, id, known, cipher);
 }
 
 bool key_cache_key_tagger(Oid database, const DekId &id, CachedKeyState &known,
                           envelope::TagKey &tagger) {
-    bool ok = with_cache(LW_SHARED, [&](envelope::KeyTable &t) {
-        int index = t.find(database, id);
-        if (index < 0) return false;
-        const envelope::KeyEntry &e = t.entry(index);
-        known.use = e.use;
-        if (e.change_count == known.change_count && tagger.ready()) return true;
-        known.change_count = e.change_count;
-        tagger.reset();
-        return tagger.init(e.key);  // noexcept: no C++ exception under the lock
-    });
-    if (!ok) tagger.reset();
-    return ok;
+    return key_context(database, id, known, tagger);
 }
 
 SealCount key_cache_count_encryption(Oid database, const DekId &id) {
