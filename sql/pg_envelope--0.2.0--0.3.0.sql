@@ -722,3 +722,51 @@ COMMENT ON FUNCTION envelope.blind_tag(text, text, text) IS
 -------------------------------------------------------------------------------
 -- End of: Searching encrypted columns (issue 12)
 -------------------------------------------------------------------------------
+
+-------------------------------------------------------------------------------
+-- Automatic rotation before the nonce budget (issue 13; README "Configuration",
+-- envelope.auto_rotate_at): a session whose seal takes a data key's count to
+-- envelope.auto_rotate_at starts a short-lived worker in its database that calls this.
+-------------------------------------------------------------------------------
+-- Rotates the key of version old_id if that version is still the active one (so concurrent or
+-- repeated requests rotate once), records it in key_events, returns the new version's id (NULL
+-- when nothing was done).
+CREATE FUNCTION envelope._auto_rotate(old_id uuid, encryptions bigint) RETURNS uuid
+    LANGUAGE plpgsql VOLATILE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    k record;
+    new_id uuid;
+BEGIN
+    SELECT r.name, r.version, r.state INTO k FROM envelope.keyring r WHERE r.id = old_id;
+    IF NOT FOUND OR k.state <> 'active' THEN
+        RETURN NULL;
+    END IF;
+    -- rotate_key serialises rotations of one name (advisory lock) and re-reads the state.
+    PERFORM pg_advisory_xact_lock(hashtext('pg_envelope.key:' || k.name));
+    IF (SELECT r.state FROM envelope.keyring r WHERE r.id = old_id) <> 'active' THEN
+        RETURN NULL;
+    END IF;
+    new_id := envelope.rotate_key(k.name);
+    INSERT INTO envelope.key_events (action, key_name, key_version, key_id, privilege)
+        VALUES ('auto_rotate', k.name, k.version, old_id, encryptions::text || ' encryptions');
+    RETURN new_id;
+END
+$$;
+REVOKE ALL ON FUNCTION envelope._auto_rotate(uuid, bigint) FROM PUBLIC;
+COMMENT ON FUNCTION envelope._auto_rotate(uuid, bigint) IS
+  'Internal: rotates a data key whose active version reached envelope.auto_rotate_at (once)';
+
+-- envelope.keys gains auto_rotated_at: when a version was rotated away automatically.
+CREATE OR REPLACE VIEW envelope.keys AS
+    SELECT k.name, k.id, k.version, k.state, k.kek_label, k.created_at, k.state_changed_at,
+           r.key_check_value, envelope._encryptions(k.id) AS encryptions, r.problem, k.purpose,
+           (SELECT max(e.at) FROM envelope.key_events e
+             WHERE e.action = 'auto_rotate' AND e.key_id = k.id) AS auto_rotated_at
+    FROM envelope.keyring k
+    LEFT JOIN LATERAL envelope._key_report(k.id) r ON k.state <> 'destroyed'
+    ORDER BY k.name, k.version;
+COMMENT ON VIEW envelope.keys IS
+  'Keys with state, KEK label, public key check value, encryptions so far, load problems, purpose (data or index) and when a version was rotated away automatically';
+-------------------------------------------------------------------------------
+-- End of automatic rotation (issue 13).
+-------------------------------------------------------------------------------

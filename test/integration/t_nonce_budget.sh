@@ -85,3 +85,33 @@ after=$(count_of crash)
 [[ $after -ge $before_kill ]] || fail "after a keeper crash the count went down from $before_kill to $after"
 pass "after a keeper crash the count is $after (>= $before_kill)"
 
+
+# ---- automatic rotation at envelope.auto_rotate_at, once ----
+psql_at "$PORT" postgres "ALTER SYSTEM SET envelope.auto_rotate_at = 20" >/dev/null
+psql_at "$PORT" postgres "SELECT pg_reload_conf()" >/dev/null
+sleep 0.5
+psql_at "$PORT" postgres "SELECT envelope.create_key('ar')" >/dev/null
+v1=$(psql_at "$PORT" postgres "SELECT id FROM envelope.keyring WHERE name = 'ar' AND version = 1")
+# Four sessions seal concurrently across the threshold.
+for s in 1 2 3 4; do
+  psql_at "$PORT" postgres "INSERT INTO t SELECT 'ar', envelope.encrypt('ar $s ' || g, 'ar') FROM generate_series(1, 10) g" >/dev/null &
+done
+wait
+for ((i = 0; i < 100; i++)); do
+  [[ $(psql_at "$PORT" postgres "SELECT count(*) FROM envelope.keyring WHERE name = 'ar'") -ge 2 ]] && break
+  sleep 0.1
+done
+assert_eq "1 active|2" "$(psql_at "$PORT" postgres "SELECT count(*) || ' ' || min(state::text) || '|' || max(version) FROM envelope.keyring WHERE name = 'ar' AND state = 'active'")" \
+  "'ar' was rotated automatically: version 2 is the active one"
+sleep 1   # let any other request arrive: it must not rotate again
+assert_eq 2 "$(psql_at "$PORT" postgres "SELECT max(version) FROM envelope.keyring WHERE name = 'ar'")" \
+  "four sessions crossing the threshold rotated it once"
+assert_eq "auto_rotate|1|20 encryptions" "$(psql_at "$PORT" postgres "SELECT string_agg(action || '|' || key_version || '|' || privilege, ',') FROM envelope.key_events WHERE key_name = 'ar' AND action = 'auto_rotate'")" \
+  "key_events records one automatic rotation, at the threshold"
+assert_eq t "$(psql_at "$PORT" postgres "SELECT auto_rotated_at IS NOT NULL FROM envelope.keys WHERE id = '$v1'")" \
+  "envelope.keys shows when version 1 was rotated away"
+assert_file_contains "$(it_log a)" "pg_envelope: data key $v1 reached" "the rotation is logged"
+assert_eq 2 "$(psql_at "$PORT" postgres "SELECT k.version FROM envelope.keyring k WHERE k.id = envelope.value_key_id(envelope.encrypt('after', 'ar'))")" \
+  "new values go to version 2"
+assert_eq 40 "$(psql_at "$PORT" postgres "SELECT count(*) FROM t WHERE k = 'ar' AND v::text LIKE 'ar %'")" \
+  "every value sealed around the rotation opens"

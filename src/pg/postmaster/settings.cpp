@@ -15,6 +15,7 @@ int setting_pad_block = 16;
 int setting_io_mode = io_auto;
 int setting_nonce_warning_threshold = 1 << 30;
 double setting_nonce_limit = 4294967296.0;
+double setting_auto_rotate_at = 2147483648.0;
 int setting_audit = audit_management;
 
 namespace {
@@ -92,6 +93,13 @@ void define_settings() {
         "Random 96-bit nonces allow 2^32 encryptions per key (NIST SP 800-38D); the count never "
         "undercounts (blocks are reserved on disk before use).",
         &setting_nonce_limit, 4294967296.0, 1.0, 4294967296.0, PGC_SIGHUP, 0, nullptr, nullptr,
+        nullptr);
+    DefineCustomRealVariable(
+        "envelope.auto_rotate_at",
+        "Encryptions under a data key at which it is rotated automatically (0 = off).",
+        "The session whose seal reaches the count starts a worker that rotates the key once; "
+        "keep it well below envelope.nonce_limit.",
+        &setting_auto_rotate_at, 2147483648.0, 0.0, 4294967296.0, PGC_SIGHUP, 0, nullptr, nullptr,
         nullptr);
     DefineCustomEnumVariable(
         "envelope.audit",

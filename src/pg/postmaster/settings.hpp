@@ -14,6 +14,7 @@ extern int setting_pad_block;
 extern int setting_io_mode;  // IoMode
 extern int setting_nonce_warning_threshold;
 extern double setting_nonce_limit;
+extern double setting_auto_rotate_at;
 extern int setting_audit;  // AuditLevel
 
 enum IoMode { io_plaintext = 0, io_sealed = 1, io_auto = 2 };

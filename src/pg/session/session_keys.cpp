@@ -1,5 +1,6 @@
 // A session's way to the key of a value (see session_keys.hpp).
 #include "session/session_keys.hpp"
+#include "session/auto_rotation.hpp"
 #include "storage/count_reservations.hpp"
 #include "db/keyring.hpp"
 #include "postmaster/settings.hpp"
@@ -127,6 +128,7 @@ void count_seal(LocalCipher *key) {
                  errhint("Rotate the key with envelope.rotate_key(); values sealed so far still "
                          "open.")));
     }
+    maybe_request_rotation(key->id, n);
     if (n < static_cast<uint64>(setting_nonce_warning_threshold) || key->nonce_warned) return;
     key->nonce_warned = true;
     char uuid[37];
