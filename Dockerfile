@@ -38,7 +38,7 @@ RUN mkdir -p /etc/postgresql-common \
 
 COPY --from=build /usr/lib/postgresql/15/lib/pg_envelope.so /usr/lib/postgresql/15/lib/
 COPY --from=build /usr/share/postgresql/15/extension/pg_envelope* /usr/share/postgresql/15/extension/
-COPY --from=build /usr/local/bin/pg_envelope_provision /usr/local/bin/
+COPY --from=build /usr/local/bin/pg_envelope_provision /usr/local/bin/pg_envelope_rewrap /usr/local/bin/
 COPY hsm/provision-softhsm hsm/softhsm2.conf.in /usr/local/share/pg_envelope/hsm/
 COPY docker/pg_envelope.conf /etc/pg_envelope/pg_envelope.conf
 COPY docker/entrypoint.sh /usr/local/bin/pg_envelope-entrypoint

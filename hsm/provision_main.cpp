@@ -25,6 +25,7 @@ const char kUsage[] =
     "usage: pg_envelope_provision --module PATH --token-label LABEL [--kek-label LABEL]\n"
     "                             [--init-token] [--pin-file FILE] [--so-pin-file FILE] "
     "[--check]\n"
+    "                             [--delete-kek OLD_LABEL]\n"
     "\n"
     "Prepares a PKCS#11 token for pg_envelope: the token (optionally initialised), and an\n"
     "AES-256 key-encryption key that is sensitive and never extractable. Safe to re-run.\n"
@@ -36,6 +37,14 @@ const char kUsage[] =
     "  --pin-file FILE      user PIN file (default: $HSM_PIN_FILE)\n"
     "  --so-pin-file FILE   security officer PIN file (default: $HSM_SO_PIN_FILE)\n"
     "  --check              change nothing; exit 1 if the token or the KEK is missing\n"
+    "  --delete-kek OLD     KEK rotation, last step: destroy the KEK labelled OLD, after\n"
+    "                       checking that the KEK named by --kek-label (the one the server\n"
+    "                       now uses) exists and works; refuses OLD = --kek-label. Run it\n"
+    "                       only once every database's envelope.kek_usage lists no key\n"
+    "                       under OLD (pg_envelope_rewrap --check).\n"
+    "\n"
+    "A KEK rotation starts by running this tool with the new --kek-label: the token then\n"
+    "holds both KEKs (listed on every run).\n"
     "\n"
     "PINs are read only from files (first line, mode 0600 or stricter), never from arguments.\n"
     "Exit status: 0 ok, 1 failure, 2 usage error.\n";
@@ -57,6 +66,7 @@ struct Options {
     std::string so_pin_file;
     bool init_token = false;
     bool check = false;
+    std::string delete_kek;
 };
 
 Options parse_args(int argc, char **argv) {
@@ -95,6 +105,9 @@ Options parse_args(int argc, char **argv) {
         } else if (arg == "--init-token") {
             no_value();
             o.init_token = true;
+        } else if (arg == "--delete-kek") {
+            o.delete_kek = take();
+            if (o.delete_kek.empty()) throw UsageError{"--delete-kek needs a label"};
         } else if (arg == "--check") {
             no_value();
             o.check = true;
@@ -342,6 +355,51 @@ void self_test(Pkcs11Client &client, CK_OBJECT_HANDLE kek) {
     throw ToolError{"self-test: a key wrapped for one identity unwrapped under another"};
 }
 
+// Prints every secret key of the token by label: during a KEK rotation there are two.
+void list_keks(Pkcs11Client &client) {
+    CK_FUNCTION_LIST_PTR fn = client.functions();
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_ATTRIBUTE tmpl[] = {{CKA_CLASS, &cls, sizeof cls}};
+    rv_check(fn->C_FindObjectsInit(client.session(), tmpl, 1), "C_FindObjectsInit");
+    std::vector<CK_OBJECT_HANDLE> keys;
+    CK_RV rv = CKR_OK;
+    for (;;) {
+        CK_OBJECT_HANDLE batch[16];
+        CK_ULONG n = 0;
+        rv = fn->C_FindObjects(client.session(), batch, 16, &n);
+        if (rv != CKR_OK || n == 0) break;
+        keys.insert(keys.end(), batch, batch + n);
+    }
+    fn->C_FindObjectsFinal(client.session());
+    rv_check(rv, "C_FindObjects");
+    for (CK_OBJECT_HANDLE k : keys) {
+        char label[256] = {};
+        CK_ATTRIBUTE a{CKA_LABEL, label, sizeof label - 1};
+        if (fn->C_GetAttributeValue(client.session(), k, &a, 1) == CKR_OK) {
+            std::printf("secret key on the token: '%.*s'\n", static_cast<int>(a.ulValueLen), label);
+        }
+    }
+}
+
+// The last step of a KEK rotation: destroys the old KEK once the new one (--kek-label) exists
+// and passed the self-test. Refuses to destroy the KEK the server is configured with.
+bool delete_old_kek(Pkcs11Client &client, const Options &o) {
+    if (o.delete_kek == o.kek_label) {
+        throw ToolError{"refusing to delete KEK '" + o.delete_kek +
+                        "': it is the KEK named by --kek-label (the one the server uses)"};
+    }
+    std::vector<CK_OBJECT_HANDLE> old = find_keys(client, o.delete_kek);
+    if (old.empty()) {
+        std::printf("KEK '%s': already absent\n", o.delete_kek.c_str());
+        return false;
+    }
+    for (CK_OBJECT_HANDLE h : old) {
+        rv_check(client.functions()->C_DestroyObject(client.session(), h), "C_DestroyObject");
+    }
+    std::printf("KEK '%s': deleted\n", o.delete_kek.c_str());
+    return true;
+}
+
 int run(const Options &o) {
     Pkcs11Client client(o.module);
     bool changed = ensure_token(client, o);
@@ -350,8 +408,17 @@ int run(const Options &o) {
         client.login(pin.view());
     }
     CK_OBJECT_HANDLE kek = CK_INVALID_HANDLE;
+    if (!o.delete_kek.empty() && find_keys(client, o.kek_label).empty()) {
+        throw ToolError{"refusing to delete KEK '" + o.delete_kek + "': the KEK named by " +
+                        "--kek-label ('" + o.kek_label + "') does not exist on the token"};
+    }
     changed = ensure_kek(client, o, &kek) || changed;
     self_test(client, kek);
+    if (!o.delete_kek.empty()) {
+        if (o.check) throw UsageError{"--check and --delete-kek exclude each other"};
+        changed = delete_old_kek(client, o) || changed;
+    }
+    list_keks(client);
     std::printf("result: %s\n", changed ? "changed" : "unchanged (nothing to do)");
     return 0;
 }

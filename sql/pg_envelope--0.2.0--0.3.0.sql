@@ -770,3 +770,88 @@ COMMENT ON VIEW envelope.keys IS
 -------------------------------------------------------------------------------
 -- End of automatic rotation (issue 13).
 -------------------------------------------------------------------------------
+
+-------------------------------------------------------------------------------
+-- KEK rotation (issue 13; README "Rotating the KEK"): every keyring row records the KEK that
+-- wrapped it (kek_label, since 0.1.0); the keeper unwraps each DEK with that KEK, and
+-- rewrap_keys() moves rows to the KEK the keeper is connected to (envelope.kek_label), inside
+-- the token, without touching any table but the keyring.
+-------------------------------------------------------------------------------
+CREATE FUNCTION envelope._rewrap(id uuid, wrapped bytea, kek_label text,
+    OUT wrapped_dek bytea, OUT kek_label text)
+    AS 'MODULE_PATHNAME', 'envelope_rewrap' LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION envelope._rewrap(uuid, bytea, text) FROM PUBLIC;
+COMMENT ON FUNCTION envelope._rewrap(uuid, bytea, text) IS
+  'Internal: the keeper wraps a DEK again under the KEK it is connected to';
+
+-- Keys per KEK label in this database (destroyed versions hold no wrapped key).
+CREATE VIEW envelope.kek_usage AS
+    SELECT k.kek_label, count(*) AS keys, min(k.created_at) AS oldest_key
+    FROM envelope.keyring k
+    WHERE k.state <> 'destroyed' AND k.wrapped_dek IS NOT NULL
+    GROUP BY k.kek_label
+    ORDER BY k.kek_label;
+COMMENT ON VIEW envelope.kek_usage IS
+  'Keys of this database per KEK label (what a KEK rotation still has to move)';
+GRANT SELECT ON envelope.kek_usage TO envelope_admin;
+
+-- One batch: re-wraps up to batch keys not under envelope.kek_label (rows locked by others are
+-- skipped, so concurrent runs share the work). Returns how many it moved.
+CREATE FUNCTION envelope._rewrap_batch(batch integer) RETURNS integer
+    LANGUAGE plpgsql VOLATILE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    target text := current_setting('envelope.kek_label');
+    r record;
+    w record;
+    n integer := 0;
+BEGIN
+    FOR r IN SELECT k.id, k.wrapped_dek, k.kek_label FROM envelope.keyring k
+              WHERE k.state <> 'destroyed' AND k.wrapped_dek IS NOT NULL AND k.kek_label <> target
+              ORDER BY k.id LIMIT batch FOR UPDATE SKIP LOCKED LOOP
+        SELECT * INTO w FROM envelope._rewrap(r.id, r.wrapped_dek, r.kek_label);
+        IF w.kek_label <> target THEN
+            RAISE EXCEPTION 'the keeper wraps under KEK "%", but envelope.kek_label is "%"',
+                w.kek_label, target
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = 'Reload the configuration (SELECT pg_reload_conf()) and wait for the keeper to be ready.';
+        END IF;
+        UPDATE envelope.keyring k SET wrapped_dek = w.wrapped_dek, kek_label = w.kek_label
+         WHERE k.id = r.id;
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION envelope._rewrap_batch(integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION envelope._rewrap_batch(integer) TO envelope_admin;
+
+-- Re-wraps every key of this database under envelope.kek_label, committing after every batch
+-- (resumable: a crash or cancel leaves each row wrapped under one KEK or the other, both
+-- usable; CALL again to finish). Progress: envelope.kek_usage. pg_envelope_rewrap runs it in
+-- every database.
+CREATE PROCEDURE envelope.rewrap_keys(batch integer DEFAULT 500)
+    LANGUAGE plpgsql AS $$
+DECLARE
+    moved integer;
+    total bigint := 0;
+BEGIN
+    IF batch < 1 THEN
+        RAISE EXCEPTION 'batch must be positive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    LOOP
+        moved := envelope._rewrap_batch(batch);
+        COMMIT;
+        total := total + moved;
+        EXIT WHEN moved = 0;
+    END LOOP;
+    RAISE NOTICE 'pg_envelope: % key(s) of database % re-wrapped under KEK "%"', total,
+        pg_catalog.current_database(), pg_catalog.current_setting('envelope.kek_label');
+END
+$$;
+REVOKE ALL ON PROCEDURE envelope.rewrap_keys(integer) FROM PUBLIC;
+GRANT EXECUTE ON PROCEDURE envelope.rewrap_keys(integer) TO envelope_admin;
+COMMENT ON PROCEDURE envelope.rewrap_keys(integer) IS
+  'KEK rotation: wraps every key of this database again under envelope.kek_label, in committed batches (superuser, envelope_admin)';
+-------------------------------------------------------------------------------
+-- End of KEK rotation (issue 13).
+-------------------------------------------------------------------------------

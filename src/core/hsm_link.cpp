@@ -6,7 +6,10 @@
 
 #include <cstdio>
 #include <cstring>
+#include <map>
 #include <memory>
+#include <string>
+#include <vector>
 #include <new>
 
 namespace envelope {
@@ -48,6 +51,18 @@ HsmResult not_connected() noexcept {
 struct HsmLink::Connection {
     std::unique_ptr<Pkcs11Client> client;
     CK_OBJECT_HANDLE kek = CK_INVALID_HANDLE;
+    std::string kek_label;
+    // Other KEKs, found by label when a wrapped DEK names them (during a KEK rotation).
+    std::map<std::string, CK_OBJECT_HANDLE> other_keks;
+
+    CK_OBJECT_HANDLE kek_for(const char *label) {
+        if (label == nullptr || label[0] == '\0' || kek_label == label) return kek;
+        auto it = other_keks.find(label);
+        if (it != other_keks.end()) return it->second;
+        CK_OBJECT_HANDLE h = client->find_secret_key(label);
+        other_keks.emplace(label, h);
+        return h;
+    }
 };
 
 HsmLink::HsmLink() noexcept = default;
@@ -64,6 +79,7 @@ HsmResult HsmLink::connect(const HsmSettings &s) noexcept {
         SecureBuffer pin = read_pin_file(s.pin_file);
         c->client->login(pin.view());
         c->kek = c->client->find_secret_key(s.kek_label);
+        c->kek_label = s.kek_label;
         connection_ = c.release();
     });
     if (!r.ok) disconnect();
@@ -100,12 +116,30 @@ HsmResult HsmLink::create_dek(ByteView identity, uint8_t key_out[kDekSize], uint
     });
 }
 
-HsmResult HsmLink::unwrap_dek(ByteView identity, ByteView wrapped,
-                              uint8_t key_out[kDekSize]) noexcept {
+HsmResult HsmLink::unwrap_dek(ByteView identity, ByteView wrapped, uint8_t key_out[kDekSize],
+                              const char *kek_label) noexcept {
     if (!connection_) return not_connected();
     return capture([&] {
-        SecureBuffer dek = connection_->client->unwrap_dek(connection_->kek, wrapped, identity);
+        SecureBuffer dek =
+            connection_->client->unwrap_dek(connection_->kek_for(kek_label), wrapped, identity);
         std::memcpy(key_out, dek.data(), kDekSize);
+    });
+}
+
+HsmResult HsmLink::rewrap_dek(ByteView identity, ByteView wrapped, const char *old_label,
+                              uint8_t *wrapped_out, size_t wrapped_cap,
+                              size_t *wrapped_len) noexcept {
+    if (!connection_) return not_connected();
+    return capture([&] {
+        SecureBuffer dek =
+            connection_->client->unwrap_dek(connection_->kek_for(old_label), wrapped, identity);
+        std::vector<uint8_t> again =
+            connection_->client->wrap_dek(connection_->kek, dek.view(), identity);
+        if (again.size() > wrapped_cap) {
+            throw Pkcs11Error(Pkcs11Failure::other, 0, "wrapped key larger than expected");
+        }
+        std::memcpy(wrapped_out, again.data(), again.size());
+        *wrapped_len = again.size();
     });
 }
 

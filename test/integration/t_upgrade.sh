@@ -169,3 +169,12 @@ psql_at "$PORT" db_020 "SELECT envelope.rotate_index_key('people_ssn')" >/dev/nu
 assert_eq 43 "$(psql_at "$PORT" db_020 "SET enable_seqscan = off; SELECT id FROM people WHERE ssn = 'ssn-43'")" \
   "after rotate_index_key the rebuilt index answers"
 assert_eq "$(objects db_020)" "$(objects new_db)" "0.2.0 updated and fresh install have the same objects"
+
+#------------------------------------------------------------------------------
+# KEK rotation (issue 13): after the update the keys written at 0.2.0 are counted per KEK
+# label, and a re-wrap under the same KEK has nothing to do.
+#------------------------------------------------------------------------------
+assert_eq "pg_envelope-kek" "$(psql_at "$PORT" db02 "SELECT string_agg(kek_label, ',') FROM envelope.kek_usage")" \
+  "0.2.0 keys are listed under their KEK after the update"
+psql_at "$PORT" db02 "CALL envelope.rewrap_keys()" >/dev/null
+pass "rewrap_keys() runs after the update"

@@ -42,8 +42,15 @@ class HsmLink {
     // Generates a DEK on the token and wraps it; key_out receives the plaintext DEK.
     HsmResult create_dek(ByteView identity, uint8_t key_out[kDekSize], uint8_t *wrapped_out,
                          size_t wrapped_cap, size_t *wrapped_len) noexcept;
-    // Unwraps a DEK bound to identity into key_out.
-    HsmResult unwrap_dek(ByteView identity, ByteView wrapped, uint8_t key_out[kDekSize]) noexcept;
+    // Unwraps a DEK bound to identity into key_out, with the KEK labelled kek_label (the
+    // label stored with the wrapped DEK; nullptr or "" = the KEK connect() found).
+    HsmResult unwrap_dek(ByteView identity, ByteView wrapped, uint8_t key_out[kDekSize],
+                         const char *kek_label = nullptr) noexcept;
+    // KEK rotation: unwraps with the KEK labelled old_label and wraps the same DEK again under
+    // the connected KEK, inside the token; the plaintext DEK passes only through protected
+    // memory and is wiped.
+    HsmResult rewrap_dek(ByteView identity, ByteView wrapped, const char *old_label,
+                         uint8_t *wrapped_out, size_t wrapped_cap, size_t *wrapped_len) noexcept;
 
   private:
     struct Connection;  // the PKCS#11 client and the KEK handle

@@ -109,7 +109,7 @@ void require_relations() {
 // Attribute numbers of the keyring's columns, by name (never by position).
 // purpose exists from 0.3.0 on (InvalidAttrNumber before: every key is a data key).
 struct Columns {
-    AttrNumber id, name, version, state, wrapped, purpose;
+    AttrNumber id, name, version, state, wrapped, purpose, kek_label;
 };
 
 AttrNumber optional_column(TupleDesc desc, const char *column) {
@@ -126,7 +126,8 @@ Columns columns_of(TupleDesc desc) {
                    extension_column(desc, "keyring", "version"),
                    extension_column(desc, "keyring", "state"),
                    extension_column(desc, "keyring", "wrapped_dek"),
-                   optional_column(desc, "purpose")};
+                   optional_column(desc, "purpose"),
+                   extension_column(desc, "keyring", "kek_label")};
 }
 
 KeyringState parse_state(const char *s) {
@@ -259,6 +260,7 @@ KeyringRow keyring_read(const envelope::DekId &id) {
         strlcpy(row.name, name, sizeof row.name);
         row.version = DatumGetInt32(heap_getattr(t, c.version, d, &isnull));
         row.index_key = is_index_key(t, d, c);
+        strlcpy(row.kek_label, text_of(t, d, c.kek_label), sizeof row.kek_label);
         Datum w = heap_getattr(t, c.wrapped, d, &isnull);
         if (!isnull) {
             MemoryContext old = MemoryContextSwitchTo(caller);
@@ -356,6 +358,7 @@ int keyring_loadable_keys(LoadableKey **out) {
         k.wrapped = DatumGetByteaPCopy(w);
         int version = DatumGetInt32(heap_getattr(t, c.version, d, &isnull));
         k.description = psprintf("%s (version %d)", text_of(t, d, c.name), version);
+        k.kek_label = pstrdup(text_of(t, d, c.kek_label));
         MemoryContextSwitchTo(old);
         return true;
     });

@@ -21,8 +21,9 @@ struct KeyringRow {
     KeyringState state;
     char name[kKeyNameBytes];
     int version;
-    bool index_key;  // purpose 'index' (0.3.0): keys tags, never seals or opens a value
-    bytea *wrapped;  // palloc'd in the caller's context; nullptr once destroyed
+    bool index_key;      // purpose 'index' (0.3.0): keys tags, never seals or opens a value
+    bytea *wrapped;      // palloc'd in the caller's context; nullptr once destroyed
+    char kek_label[64];  // the KEK that wrapped it (a KEK rotation moves rows to another)
 };
 
 // The keyring row of a DEK id.
@@ -42,6 +43,7 @@ struct LoadableKey {
     envelope::KeyUse use;
     bytea *wrapped;
     char *description;  // "name (version N)" for messages
+    char *kek_label;    // the KEK that wrapped it
 };
 int keyring_loadable_keys(LoadableKey **out);
 

@@ -140,6 +140,29 @@ void perform(const KeeperRequest &in, KeeperRequest &out) {
         return;
     }
 
+    if (in.kind == RequestKind::rewrap) {
+        // KEK rotation: the DEK is unwrapped and wrapped again inside the token; it is not
+        // (re)installed in the cache (its bytes do not change).
+        size_t wrapped_len = 0;
+        envelope::HsmResult r = with_reconnect([&] {
+            return hsm.rewrap_dek(identity_view, {in.wrapped, in.wrapped_len}, in.kek_label,
+                                  out.wrapped, sizeof out.wrapped, &wrapped_len);
+        });
+        envelope::wipe_vector_registers();
+        if (!r.ok) {
+            out.error = r.failure == envelope::Pkcs11Failure::unwrap_auth ||
+                                r.failure == envelope::Pkcs11Failure::malformed
+                            ? KeyError::unwrap_failed
+                            : KeyError::hsm_unavailable;
+            strlcpy(out.message, r.message, sizeof out.message);
+            if (out.error == KeyError::hsm_unavailable && hsm.connected() && !hsm.alive())
+                disconnect(r.message);
+            return;
+        }
+        out.wrapped_len = static_cast<uint32>(wrapped_len);
+        strlcpy(out.kek_label, connected_kek, sizeof out.kek_label);
+        return;
+    }
     if (in.kind == RequestKind::unwrap) {
         if (key_cache_contains(in.database, in.id)) return;
         if (in.wrapped_len != envelope::kWrappedDekSize) {
@@ -149,7 +172,7 @@ void perform(const KeeperRequest &in, KeeperRequest &out) {
             return;
         }
         envelope::HsmResult r = with_reconnect([&] {
-            return hsm.unwrap_dek(identity_view, {in.wrapped, in.wrapped_len}, key);
+            return hsm.unwrap_dek(identity_view, {in.wrapped, in.wrapped_len}, key, in.kek_label);
         });
         if (!r.ok) {
             out.error = r.failure == envelope::Pkcs11Failure::unwrap_auth ||

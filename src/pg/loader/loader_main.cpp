@@ -29,6 +29,7 @@ void load_database() {
         items[i].use = keys[i].use;
         items[i].wrapped = reinterpret_cast<const uint8 *>(VARDATA_ANY(keys[i].wrapped));
         items[i].wrapped_len = VARSIZE_ANY_EXHDR(keys[i].wrapped);
+        items[i].kek_label = keys[i].kek_label;
     }
     keeper_unwrap(MyDatabaseId, items, n);
     for (int i = 0; i < n; ++i) {

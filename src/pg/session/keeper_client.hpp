@@ -11,6 +11,7 @@ struct UnwrapItem {
     envelope::KeyUse use;
     const uint8 *wrapped;
     uint32 wrapped_len;
+    const char *kek_label;              // the KEK that wrapped it (nullptr = the keeper's)
     KeyError error;                     // out
     char message[kRequestMessageSize];  // out
 };
@@ -22,6 +23,12 @@ void keeper_unwrap(Oid database, UnwrapItem *items, int count);
 // Asks the keeper to generate, wrap and cache a new DEK. Raises an ERROR on failure.
 void keeper_create(Oid database, const envelope::DekId &id, uint8 *wrapped_out, uint32 *wrapped_len,
                    char kek_label_out[kKekLabelSize]);
+
+// KEK rotation: asks the keeper to wrap a DEK again, under the KEK it is connected to
+// (envelope.kek_label). wrapped/wrapped_len are replaced; kek_label_out names the new KEK.
+// Raises an ERROR on failure.
+void keeper_rewrap(Oid database, const envelope::DekId &id, const char *old_kek_label,
+                   uint8 *wrapped, uint32 *wrapped_len, char kek_label_out[kKekLabelSize]);
 
 // Raises the ERROR that a request failure maps to (returns for KeyError::none).
 void raise_key_error(KeyError error, const char *message, const char *key_description);

@@ -69,6 +69,7 @@ void load_key(const envelope::DekId &id) {
                                                  : envelope::KeyUse::decrypt_only;
     item.wrapped = reinterpret_cast<const uint8 *>(VARDATA_ANY(row.wrapped));
     item.wrapped_len = VARSIZE_ANY_EXHDR(row.wrapped);
+    item.kek_label = row.kek_label;
     keeper_unwrap(MyDatabaseId, &item, 1);
     raise_key_error(item.error, item.message, description);
 }

@@ -27,7 +27,7 @@ enum class KeyError : uint32 {
     internal,
 };
 
-enum class RequestKind : uint32 { unwrap = 1, create = 2 };
+enum class RequestKind : uint32 { unwrap = 1, create = 2, rewrap = 3 };
 enum class RequestState : uint32 { free = 0, claimed, pending, working, done, abandoned };
 
 constexpr int kMaxRequests = 32;
@@ -42,12 +42,13 @@ struct KeeperRequest {
     int requester_pid;
     Oid database;
     envelope::DekId id;
-    uint8 wrapped[kMaxWrapped];  // unwrap: input; create: output
+    uint8 wrapped[kMaxWrapped];  // unwrap: input; create: output; rewrap: input, then output
     uint32 wrapped_len;
     envelope::KeyUse use;  // how to cache the key
     KeyError error;
     char message[kRequestMessageSize];
-    char kek_label[kKekLabelSize];  // create: the KEK that wrapped the new DEK
+    char kek_label[kKekLabelSize];  // unwrap, rewrap: the KEK of the input ("" = the keeper's);
+                                    // create, rewrap: then the KEK that wrapped the output
     ConditionVariable done_cv;
 };
 

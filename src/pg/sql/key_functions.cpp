@@ -53,6 +53,34 @@ ENVELOPE_SQL_FUNCTION(envelope_new_wrapped_dek) {
     return HeapTupleGetDatum(heap_form_tuple(desc, v, n));
 }
 
+// envelope._rewrap(id uuid, wrapped bytea, kek_label text, OUT wrapped_dek bytea,
+// OUT kek_label text): the same DEK wrapped again under the keeper's KEK (KEK rotation).
+ENVELOPE_SQL_FUNCTION(envelope_rewrap) {
+    envelope::DekId id = dek_id_arg(fcinfo, 0);
+    TupleDesc desc = composite_result(fcinfo);
+    PreventCommandIfReadOnly("envelope.rewrap_keys()");
+    if (PG_ARGISNULL(1) || PG_ARGISNULL(2)) {
+        ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+                        errmsg("a destroyed key has nothing to re-wrap")));
+    }
+    bytea *old = PG_GETARG_BYTEA_PP(1);
+    char *old_label = text_to_cstring(PG_GETARG_TEXT_PP(2));
+    uint8 wrapped[kMaxWrapped];
+    uint32 len = static_cast<uint32>(VARSIZE_ANY_EXHDR(old));
+    if (len > sizeof wrapped) {
+        ereport(ERROR, (errcode(ERRCODE_DATA_CORRUPTED), errmsg("wrapped key too long")));
+    }
+    memcpy(wrapped, VARDATA_ANY(old), len);
+    char kek[kKekLabelSize] = {};
+    keeper_rewrap(MyDatabaseId, id, old_label, wrapped, &len, kek);
+    bytea *b = static_cast<bytea *>(palloc(VARHDRSZ + len));
+    SET_VARSIZE(b, VARHDRSZ + len);
+    memcpy(VARDATA(b), wrapped, len);
+    Datum v[2] = {PointerGetDatum(b), CStringGetTextDatum(kek)};
+    bool n[2] = {false, false};
+    return HeapTupleGetDatum(heap_form_tuple(desc, v, n));
+}
+
 // envelope._key_check_value(id uuid) -> text: public fingerprint of the DEK (loads it if needed).
 ENVELOPE_SQL_FUNCTION(envelope_key_check_value) {
     envelope::DekId id = dek_id_arg(fcinfo, 0);
