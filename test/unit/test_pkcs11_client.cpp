@@ -1,4 +1,5 @@
 // Tests of Pkcs11Client and pg_envelope_provision against a throw-away SoftHSM2 token.
+#include "hsm_link.hpp"
 #include "pkcs11_client.hpp"
 #include "secure_buffer.hpp"
 
@@ -415,6 +416,66 @@ TEST_F(Pkcs11ClientTest, ClientCanBeRecreatedInOneProcess) {
             c->unwrap_dek(kek_, ByteView(wrapped.data(), wrapped.size()), bytes("dek:recreate"));
         EXPECT_EQ(std::memcmp(back.data(), dek.data(), kDekSize), 0) << "round " << round;
     }
+}
+
+// KEK rotation in the token: a second KEK beside the first, the link unwrapping by the label
+// stored with a wrapped DEK and re-wrapping under the KEK it connected to, then the tool
+// deleting the old KEK (and refusing to delete the configured one).
+TEST_F(Pkcs11ClientTest, KekRotationRewrapsAndDeletesTheOldKek) {
+    ToolRun add = run_tool("--kek-label kek-two");
+    ASSERT_EQ(add.exit_code, 0) << add.output;
+    EXPECT_NE(add.output.find("KEK 'kek-two': created"), std::string::npos) << add.output;
+    EXPECT_NE(add.output.find("secret key on the token: 'pg_envelope-kek'"), std::string::npos);
+    EXPECT_NE(add.output.find("secret key on the token: 'kek-two'"), std::string::npos);
+
+    const std::string identity = "dek:00112233445566778899aabbccddeeff";
+    std::vector<uint8_t> old_wrapped;
+    SecureBuffer dek;
+    {
+        auto c = connect();  // kek_ = the first KEK
+        dek = c->generate_random(kDekSize);
+        old_wrapped = c->wrap_dek(kek_, dek.view(), bytes(identity));
+    }
+    HsmLink link;
+    const std::string pin = pin_path();
+    HsmResult r = link.connect({kModule, kToken, pin.c_str(), "kek-two"});
+    ASSERT_TRUE(r.ok) << r.message;
+    uint8_t out[kDekSize];
+    r = link.unwrap_dek(bytes(identity), ByteView(old_wrapped.data(), old_wrapped.size()), out,
+                        kKek);
+    ASSERT_TRUE(r.ok) << r.message;
+    EXPECT_EQ(std::memcmp(out, dek.data(), kDekSize), 0);
+    // Without the label the connected KEK (kek-two) is used: it does not open the old wrap.
+    r = link.unwrap_dek(bytes(identity), ByteView(old_wrapped.data(), old_wrapped.size()), out);
+    EXPECT_FALSE(r.ok);
+    EXPECT_EQ(r.failure, Pkcs11Failure::unwrap_auth);
+
+    uint8_t again[96];
+    size_t again_len = 0;
+    r = link.rewrap_dek(bytes(identity), ByteView(old_wrapped.data(), old_wrapped.size()), kKek,
+                        again, sizeof again, &again_len);
+    ASSERT_TRUE(r.ok) << r.message;
+    ASSERT_EQ(again_len, old_wrapped.size());
+    EXPECT_NE(std::memcmp(again, old_wrapped.data(), again_len), 0);
+    r = link.unwrap_dek(bytes(identity), ByteView(again, again_len), out);
+    ASSERT_TRUE(r.ok) << r.message;
+    EXPECT_EQ(std::memcmp(out, dek.data(), kDekSize), 0) << "the same DEK under the new KEK";
+    // An unknown KEK label is a clear failure, not a crash.
+    r = link.unwrap_dek(bytes(identity), ByteView(again, again_len), out, "no-such-kek");
+    EXPECT_FALSE(r.ok);
+    EXPECT_EQ(r.failure, Pkcs11Failure::key_not_found) << r.message;
+    link.disconnect();
+
+    ToolRun refuse = run_tool("--kek-label kek-two --delete-kek kek-two");
+    EXPECT_EQ(refuse.exit_code, 1) << refuse.output;
+    EXPECT_NE(refuse.output.find("refusing to delete KEK"), std::string::npos) << refuse.output;
+    ToolRun missing = run_tool("--kek-label no-such-kek --delete-kek pg_envelope-kek");
+    EXPECT_EQ(missing.exit_code, 1) << missing.output;
+    EXPECT_NE(missing.output.find("does not exist on the token"), std::string::npos);
+    ToolRun del = run_tool("--kek-label kek-two --delete-kek pg_envelope-kek");
+    ASSERT_EQ(del.exit_code, 0) << del.output;
+    EXPECT_NE(del.output.find("KEK 'pg_envelope-kek': deleted"), std::string::npos) << del.output;
+    EXPECT_EQ(del.output.find("secret key on the token: 'pg_envelope-kek'"), std::string::npos);
 }
 
 TEST(Pkcs11RvNames, KnownAndUnknownCodes) {
