@@ -112,8 +112,11 @@ done
 psql_at "$PORT" postgres "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = 'reenc'" >/dev/null
 wait "$cpid" && fail "the canceled CALL succeeded"
 assert_contains "$(cat "$IT_TMP/cancel.log")" "canceling statement due to user request" "the CALL was canceled"
-assert_eq canceled "$(psql_at "$PORT" postgres "SELECT phase FROM envelope.reencrypt_progress WHERE table_name = 't'::regclass")" \
-  "the run records the cancel"
+# A cancel inside a batch is recorded as 'canceled'; one that lands between batches (at the
+# commit or the progress update) leaves 'rewriting'. Either way the run is not shown running.
+state=$(psql_at "$PORT" postgres "SELECT phase || ' ' || running FROM envelope.reencrypt_progress WHERE table_name = 't'::regclass")
+[[ $state == "canceled false" || $state == "rewriting false" ]] || fail "after the cancel the run shows '$state'"
+pass "after the cancel the progress view shows it not running ($state)"
 partial=$(psql_at "$PORT" postgres "SELECT value_count FROM envelope.key_usage('t') WHERE key_version = 3")
 [[ $partial -gt 0 && $partial -lt $ROWS ]] || fail "expected a partial move before the cancel, got $partial"
 pass "canceled after moving $partial of $ROWS values (committed batches stay)"
