@@ -221,14 +221,11 @@ bool ensure_token(Pkcs11Client &client, const Options &o) {
     return created;
 }
 
-std::vector<CK_OBJECT_HANDLE> find_keys(Pkcs11Client &client, const std::string &label) {
+// Every object of the session matching the template.
+std::vector<CK_OBJECT_HANDLE> find_objects(Pkcs11Client &client, CK_ATTRIBUTE *tmpl,
+                                           CK_ULONG count) {
     CK_FUNCTION_LIST_PTR fn = client.functions();
-    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
-    CK_ATTRIBUTE tmpl[] = {
-        {CKA_CLASS, &cls, sizeof cls},
-        {CKA_LABEL, const_cast<char *>(label.data()), label.size()},
-    };
-    rv_check(fn->C_FindObjectsInit(client.session(), tmpl, 2), "C_FindObjectsInit");
+    rv_check(fn->C_FindObjectsInit(client.session(), tmpl, count), "C_FindObjectsInit");
     std::vector<CK_OBJECT_HANDLE> out;
     CK_RV rv = CKR_OK;
     for (;;) {
@@ -241,6 +238,15 @@ std::vector<CK_OBJECT_HANDLE> find_keys(Pkcs11Client &client, const std::string 
     fn->C_FindObjectsFinal(client.session());
     rv_check(rv, "C_FindObjects");
     return out;
+}
+
+std::vector<CK_OBJECT_HANDLE> find_keys(Pkcs11Client &client, const std::string &label) {
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_ATTRIBUTE tmpl[] = {
+        {CKA_CLASS, &cls, sizeof cls},
+        {CKA_LABEL, const_cast<char *>(label.data()), label.size()},
+    };
+    return find_objects(client, tmpl, 2);
 }
 
 void generate_kek(Pkcs11Client &client, const std::string &label) {
@@ -360,19 +366,7 @@ void list_keks(Pkcs11Client &client) {
     CK_FUNCTION_LIST_PTR fn = client.functions();
     CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
     CK_ATTRIBUTE tmpl[] = {{CKA_CLASS, &cls, sizeof cls}};
-    rv_check(fn->C_FindObjectsInit(client.session(), tmpl, 1), "C_FindObjectsInit");
-    std::vector<CK_OBJECT_HANDLE> keys;
-    CK_RV rv = CKR_OK;
-    for (;;) {
-        CK_OBJECT_HANDLE batch[16];
-        CK_ULONG n = 0;
-        rv = fn->C_FindObjects(client.session(), batch, 16, &n);
-        if (rv != CKR_OK || n == 0) break;
-        keys.insert(keys.end(), batch, batch + n);
-    }
-    fn->C_FindObjectsFinal(client.session());
-    rv_check(rv, "C_FindObjects");
-    for (CK_OBJECT_HANDLE k : keys) {
+    for (CK_OBJECT_HANDLE k : find_objects(client, tmpl, 1)) {
         char label[256] = {};
         CK_ATTRIBUTE a{CKA_LABEL, label, sizeof label - 1};
         if (fn->C_GetAttributeValue(client.session(), k, &a, 1) == CKR_OK) {

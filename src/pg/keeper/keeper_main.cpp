@@ -118,6 +118,18 @@ envelope::HsmResult with_reconnect(Operation &&operation) {
 
 // Unwraps or creates one DEK and installs it in the shared cache. Runs without any lock held;
 // the HSM call is the slow part.
+// An unwrap (or the unwrap half of a rewrap) failed: a wrapped key that does not authenticate
+// is the key's problem; anything else is the HSM's, and a dead session is dropped.
+void report_unwrap_failure(const envelope::HsmResult &r, KeeperRequest &out) {
+    out.error = r.failure == envelope::Pkcs11Failure::unwrap_auth ||
+                        r.failure == envelope::Pkcs11Failure::malformed
+                    ? KeyError::unwrap_failed
+                    : KeyError::hsm_unavailable;
+    strlcpy(out.message, r.message, sizeof out.message);
+    if (out.error == KeyError::hsm_unavailable && hsm.connected() && !hsm.alive())
+        disconnect(r.message);
+}
+
 void perform(const KeeperRequest &in, KeeperRequest &out) {
     out.error = KeyError::none;
     out.message[0] = '\0';
@@ -150,13 +162,7 @@ void perform(const KeeperRequest &in, KeeperRequest &out) {
         });
         envelope::wipe_vector_registers();
         if (!r.ok) {
-            out.error = r.failure == envelope::Pkcs11Failure::unwrap_auth ||
-                                r.failure == envelope::Pkcs11Failure::malformed
-                            ? KeyError::unwrap_failed
-                            : KeyError::hsm_unavailable;
-            strlcpy(out.message, r.message, sizeof out.message);
-            if (out.error == KeyError::hsm_unavailable && hsm.connected() && !hsm.alive())
-                disconnect(r.message);
+            report_unwrap_failure(r, out);
             return;
         }
         out.wrapped_len = static_cast<uint32>(wrapped_len);
@@ -175,13 +181,7 @@ void perform(const KeeperRequest &in, KeeperRequest &out) {
             return hsm.unwrap_dek(identity_view, {in.wrapped, in.wrapped_len}, key, in.kek_label);
         });
         if (!r.ok) {
-            out.error = r.failure == envelope::Pkcs11Failure::unwrap_auth ||
-                                r.failure == envelope::Pkcs11Failure::malformed
-                            ? KeyError::unwrap_failed
-                            : KeyError::hsm_unavailable;
-            strlcpy(out.message, r.message, sizeof out.message);
-            if (out.error == KeyError::hsm_unavailable && hsm.connected() && !hsm.alive())
-                disconnect(r.message);
+            report_unwrap_failure(r, out);
             return;
         }
     } else {

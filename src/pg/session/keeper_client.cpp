@@ -227,8 +227,13 @@ void keeper_unwrap(Oid database, UnwrapItem *items, int count) {
     }
 }
 
-void keeper_create(Oid database, const envelope::DekId &id, uint8 *wrapped_out, uint32 *wrapped_len,
-                   char kek_label_out[kKekLabelSize]) {
+namespace {
+
+// One request to the keeper: claim an entry, let `fill` write it (kind, database, id, input),
+// wake the keeper, wait, let `read` copy the answer out of the done entry, then raise the
+// ERROR a failure maps to (naming the key `what`). The entry is given back on any ERROR.
+template <typename Fill, typename Read>
+void single_request(Fill &&fill, Read &&read, const char *what) {
     ensure_preloaded();
     check_keeper_usable();
     RequestQueue *q = request_queue();
@@ -242,12 +247,7 @@ void keeper_create(Oid database, const envelope::DekId &id, uint8 *wrapped_out, 
         int entry = claim_entry(deadline);
         held_entry[0] = entry;
         KeeperRequest &r = q->entries[entry];
-        r.kind = RequestKind::create;
-        r.database = database;
-        r.id = id;
-        r.use = envelope::KeyUse::active;
-        r.wrapped_len = 0;
-        r.kek_label[0] = '\0';
+        fill(r);
         r.error = KeyError::none;
         r.message[0] = '\0';
         post(entry);
@@ -255,9 +255,7 @@ void keeper_create(Oid database, const envelope::DekId &id, uint8 *wrapped_out, 
         wait_done(entry, deadline, [&](KeeperRequest &done) {
             error = done.error;
             strlcpy(message, done.message, sizeof message);
-            *wrapped_len = done.wrapped_len;
-            memcpy(wrapped_out, done.wrapped, done.wrapped_len);
-            strlcpy(kek_label_out, done.kek_label, kKekLabelSize);
+            read(done);
         });
         held_entry[0] = -1;
     }
@@ -267,56 +265,52 @@ void keeper_create(Oid database, const envelope::DekId &id, uint8 *wrapped_out, 
         PG_RE_THROW();
     }
     PG_END_TRY();
-    raise_key_error(error, message, "the new key");
+    raise_key_error(error, message, what);
+}
+
+}  // namespace
+
+void keeper_create(Oid database, const envelope::DekId &id, uint8 *wrapped_out, uint32 *wrapped_len,
+                   char kek_label_out[kKekLabelSize]) {
+    single_request(
+        [&](KeeperRequest &r) {
+            r.kind = RequestKind::create;
+            r.database = database;
+            r.id = id;
+            r.use = envelope::KeyUse::active;
+            r.wrapped_len = 0;
+            r.kek_label[0] = '\0';
+        },
+        [&](const KeeperRequest &done) {
+            *wrapped_len = done.wrapped_len;
+            memcpy(wrapped_out, done.wrapped, done.wrapped_len);
+            strlcpy(kek_label_out, done.kek_label, kKekLabelSize);
+        },
+        "the new key");
 }
 
 void keeper_rewrap(Oid database, const envelope::DekId &id, const char *old_kek_label,
                    uint8 *wrapped, uint32 *wrapped_len, char kek_label_out[kKekLabelSize]) {
-    ensure_preloaded();
-    check_keeper_usable();
     if (*wrapped_len > static_cast<uint32>(kMaxWrapped)) {
         raise_key_error(KeyError::malformed, "wrapped key too long", "the key");
     }
-    RequestQueue *q = request_queue();
-    int held_entry[1] = {-1};
-    int *volatile held = held_entry;
-    KeyError error = KeyError::none;
-    char message[kRequestMessageSize] = {};
-    TimestampTz deadline = deadline_from_now();
-    PG_TRY();
-    {
-        int entry = claim_entry(deadline);
-        held_entry[0] = entry;
-        KeeperRequest &r = q->entries[entry];
-        r.kind = RequestKind::rewrap;
-        r.database = database;
-        r.id = id;
-        r.use = envelope::KeyUse::decrypt_only;
-        r.wrapped_len = *wrapped_len;
-        memcpy(r.wrapped, wrapped, *wrapped_len);
-        strlcpy(r.kek_label, old_kek_label, sizeof r.kek_label);
-        r.error = KeyError::none;
-        r.message[0] = '\0';
-        post(entry);
-        wake_keeper();
-        wait_done(entry, deadline, [&](KeeperRequest &done) {
-            error = done.error;
-            strlcpy(message, done.message, sizeof message);
-            if (done.error == KeyError::none) {
-                *wrapped_len = done.wrapped_len;
-                memcpy(wrapped, done.wrapped, done.wrapped_len);
-                strlcpy(kek_label_out, done.kek_label, kKekLabelSize);
-            }
-        });
-        held_entry[0] = -1;
-    }
-    PG_CATCH();
-    {
-        release_entries(held, 1);
-        PG_RE_THROW();
-    }
-    PG_END_TRY();
-    raise_key_error(error, message, "the key");
+    single_request(
+        [&](KeeperRequest &r) {
+            r.kind = RequestKind::rewrap;
+            r.database = database;
+            r.id = id;
+            r.use = envelope::KeyUse::decrypt_only;
+            r.wrapped_len = *wrapped_len;
+            memcpy(r.wrapped, wrapped, *wrapped_len);
+            strlcpy(r.kek_label, old_kek_label, sizeof r.kek_label);
+        },
+        [&](const KeeperRequest &done) {
+            if (done.error != KeyError::none) return;
+            *wrapped_len = done.wrapped_len;
+            memcpy(wrapped, done.wrapped, done.wrapped_len);
+            strlcpy(kek_label_out, done.kek_label, kKekLabelSize);
+        },
+        "the key");
 }
 
 }  // namespace envelope::pg
