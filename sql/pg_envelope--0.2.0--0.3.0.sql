@@ -88,7 +88,7 @@ BEGIN
             'SELECT %L::regclass, %L::name, r.name, r.version, u.id, r.state, u.n
                FROM (SELECT envelope.value_key_id(%I) AS id, pg_catalog.count(*) AS n
                        FROM %s %s WHERE %I IS NOT NULL GROUP BY 1) u
-               LEFT JOIN envelope._key_names() r ON r.id = u.id
+               LEFT JOIN LATERAL envelope._key_name_of(u.id) r ON true
               ORDER BY 3, 4',
             c.relid, c.attname, c.attname, CASE WHEN c.scan_only THEN 'ONLY' ELSE '' END,
             c.relid, c.attname);
@@ -109,16 +109,15 @@ CREATE FUNCTION envelope._usage_columns(tbl regclass)
 $$;
 GRANT EXECUTE ON FUNCTION envelope._usage_columns(regclass) TO PUBLIC;
 
--- Key names and states by id, for anyone: what envelope.keys shows without the sensitive parts
--- (no wrapped key, no KEK label). Names are already visible to whoever can read key_grants or
--- is granted a key; ids are in every value's header.
-CREATE FUNCTION envelope._key_names(OUT id uuid, OUT name text, OUT version integer,
+-- The name, version and state of one key id, for anyone who has the id: ids are random and
+-- known only from the headers of values the caller can read (key_usage's case). No listing of
+-- the keyring, no wrapped key, no KEK label.
+CREATE FUNCTION envelope._key_name_of(key_id uuid, OUT name text, OUT version integer,
     OUT state text)
-    RETURNS SETOF record
-    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT k.id, k.name, k.version, k.state::text FROM envelope.keyring k
+    LANGUAGE sql STABLE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT k.name, k.version, k.state::text FROM envelope.keyring k WHERE k.id = key_id
 $$;
-GRANT EXECUTE ON FUNCTION envelope._key_names() TO PUBLIC;
+GRANT EXECUTE ON FUNCTION envelope._key_name_of(uuid) TO PUBLIC;
 
 -- destroy_key(name, version, force): refuses while values under the version remain in any
 -- encrypted_text column of this database ("remain" = visible to this transaction's snapshot in

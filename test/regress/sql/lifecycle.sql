@@ -82,6 +82,8 @@ SET ROLE lc_reader;
 SELECT * FROM envelope.key_usage('lc_t');                    -- no SELECT on the table
 SELECT count(*) AS skipped_quietly FROM envelope.key_usage() WHERE table_name::text LIKE 'lc%';
 SELECT count(*) AS progress_rows_visible FROM envelope.reencrypt_progress;  -- none of its tables
+-- Key names come only for ids the caller has (from values it can read): no listing.
+SELECT name IS NULL AS unknown_id FROM envelope._key_name_of(gen_random_uuid());
 INSERT INTO envelope.reencrypt_runs (pid, relid, column_name, key_name, key_id, phase)
 VALUES (1, 'lc_t'::regclass, 'v', 'x', gen_random_uuid(), 'forged');
 RESET ROLE;
