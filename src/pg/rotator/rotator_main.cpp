@@ -29,8 +29,10 @@ void rotate(const RotationRequest &request) {
     memcpy(id.data, request.id.data(), UUID_LEN);
     Oid types[2] = {UUIDOID, INT8OID};
     Datum values[2] = {UUIDPGetDatum(&id), Int64GetDatum(static_cast<int64>(request.encryptions))};
-    int rc = SPI_execute_with_args("SELECT envelope._auto_rotate($1, $2)::text", 2, types, values,
-                                   nullptr, false, 1);
+    // Runs as the bootstrap superuser under the database's own settings: every name in the
+    // query is schema-qualified, so a search_path set on the database resolves nothing here.
+    int rc = SPI_execute_with_args("SELECT envelope._auto_rotate($1, $2)::pg_catalog.text", 2,
+                                   types, values, nullptr, false, 1);
     char *new_uuid = nullptr;
     if (rc == SPI_OK_SELECT && SPI_processed == 1) {
         new_uuid = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
