@@ -603,6 +603,31 @@ SecureBuffer Pkcs11Client::unwrap_dek(CK_OBJECT_HANDLE kek, ByteView wrapped, By
     return SecureBuffer(plain.data(), kDekSize);
 }
 
+void Pkcs11Client::aes_ecb(CK_OBJECT_HANDLE key, bool encrypt, const uint8_t *in, size_t len,
+                           uint8_t *out, Pkcs11Failure failure) {
+    if (len == 0 || len % 16 != 0) {
+        throw Pkcs11Error(Pkcs11Failure::other, CKR_OK, "AES-ECB input must be whole blocks");
+    }
+    CK_MECHANISM mech{CKM_AES_ECB, nullptr, 0};
+    // The module takes non-const pointers; it gets a private copy (wiped: it may be a key).
+    SecureBuffer input(in, len);
+    CK_ULONG out_len = static_cast<CK_ULONG>(len);
+    if (encrypt) {
+        check(fn_->C_EncryptInit(session_, &mech, key), failure, "C_EncryptInit (AES-ECB)");
+        check(fn_->C_Encrypt(session_, input.data(), static_cast<CK_ULONG>(len), out, &out_len),
+              failure, "C_Encrypt (AES-ECB)");
+    } else {
+        check(fn_->C_DecryptInit(session_, &mech, key), failure, "C_DecryptInit (AES-ECB)");
+        check(fn_->C_Decrypt(session_, input.data(), static_cast<CK_ULONG>(len), out, &out_len),
+              failure, "C_Decrypt (AES-ECB)");
+    }
+    if (out_len != len) {
+        throw Pkcs11Error(failure, CKR_OK,
+                          "AES-ECB returned " + std::to_string(out_len) + " bytes instead of " +
+                              std::to_string(len));
+    }
+}
+
 bool Pkcs11Client::session_alive() noexcept {
     if (fn_ == nullptr || session_ == CK_INVALID_HANDLE) return false;
     CK_SESSION_INFO info{};

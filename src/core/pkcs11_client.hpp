@@ -63,6 +63,12 @@ class Pkcs11Client {
     // (SoftHSM reports CKR_GENERAL_ERROR / CKR_ENCRYPTED_DATA_INVALID for that).
     SecureBuffer unwrap_dek(CK_OBJECT_HANDLE kek, ByteView wrapped, ByteView identity);
 
+    // Single-part AES-ECB with a key on the token (C_Encrypt/C_Decrypt, CKM_AES_ECB): len is a
+    // multiple of 16. The building block of key wrap on tokens that offer only ECB, and of
+    // Trustpoint's legacy DEK wrap. A failure throws `failure` (device failures: device).
+    void aes_ecb(CK_OBJECT_HANDLE key, bool encrypt, const uint8_t *in, size_t len, uint8_t *out,
+                 Pkcs11Failure failure = Pkcs11Failure::other);
+
     // Cheap liveness probe of the session (C_GetSessionInfo). False if the token is gone.
     bool session_alive() noexcept;
 

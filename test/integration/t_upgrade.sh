@@ -178,3 +178,20 @@ assert_eq "pg_envelope-kek" "$(psql_at "$PORT" db02 "SELECT string_agg(kek_label
   "0.2.0 keys are listed under their KEK after the update"
 psql_at "$PORT" db02 "CALL envelope.rewrap_keys()" >/dev/null
 pass "rewrap_keys() runs after the update"
+
+#------------------------------------------------------------------------------
+# 0.3.0 -> 0.4.0 (issue 14): data written at 0.3.0 reads back after the update, and the
+# update has the objects of a fresh install.
+#------------------------------------------------------------------------------
+psql_at "$PORT" postgres "CREATE DATABASE db03"
+psql_at "$PORT" db03 "CREATE EXTENSION pg_envelope VERSION '0.3.0'"
+psql_at "$PORT" db03 "SELECT envelope.create_key('k03');
+  CREATE TABLE t03 (id int PRIMARY KEY, v encrypted_text);
+  INSERT INTO t03 SELECT g, envelope.encrypt('written at 0.3.0 ' || g, 'k03') FROM generate_series(1, 20) g" >/dev/null
+before03=$(psql_at "$PORT" db03 "SELECT string_agg(id || '=' || v, ',' ORDER BY id) FROM t03")
+psql_at "$PORT" db03 "ALTER EXTENSION pg_envelope UPDATE"
+assert_eq "$latest" "$(psql_at "$PORT" db03 "SELECT extversion FROM pg_extension WHERE extname = 'pg_envelope'")" \
+  "0.3.0 database updated to $latest"
+assert_eq "$before03" "$(psql_at "$PORT" db03 "SELECT string_agg(id || '=' || v, ',' ORDER BY id) FROM t03")" \
+  "0.3.0 -> $latest: every value reads back"
+assert_eq "$(objects db03)" "$(objects new_db)" "0.3.0 updated and fresh install have the same objects"
