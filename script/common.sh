@@ -30,15 +30,34 @@ make_pg_dir() {
   chmod 0700 "$1"
 }
 
-# provision_token DIR [extra provision-softhsm args]: fresh or existing SoftHSM token + KEK
-# under DIR (softhsm2.conf, tokens/, user.pin, so.pin), created as the server user.
+# PGE_TOKEN selects the key provider that test servers use: softhsm (the default), or the name
+# of a file script/providers/NAME.sh that defines provision_token_NAME and
+# envelope_settings_NAME (same contracts as below). test/integration/run runs the provider
+# matrix with it.
+PGE_TOKEN=${PGE_TOKEN:-softhsm}
+for provider_file in "$ENVELOPE_ROOT"/script/providers/*.sh; do
+  # shellcheck source=/dev/null
+  [[ -e $provider_file ]] && source "$provider_file"
+done
+unset provider_file
+
+# provision_token DIR [extra provision-softhsm args]: fresh or existing token + KEK under DIR
+# (for SoftHSM: softhsm2.conf, tokens/, user.pin, so.pin), created as the server user.
 provision_token() {
   local dir=$1; shift
-  "$PROVISION" --dir "$dir" --user "$PG_USER" --generate-pins "$@"
+  if [[ $PGE_TOKEN == softhsm ]]; then
+    "$PROVISION" --dir "$dir" --user "$PG_USER" --generate-pins "$@"
+  else
+    "provision_token_$PGE_TOKEN" "$dir" "$@"
+  fi
 }
 
 # envelope_settings HSM_DIR: the postgresql.conf lines that load pg_envelope with that token.
 envelope_settings() {
+  if [[ $PGE_TOKEN != softhsm ]]; then
+    "envelope_settings_$PGE_TOKEN" "$1"
+    return
+  fi
   cat <<CONF
 shared_preload_libraries = 'pg_envelope'
 envelope.pkcs11_module = '$SOFTHSM_MODULE'
