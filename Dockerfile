@@ -18,7 +18,8 @@
 FROM debian:12 AS build
 ENV DEBIAN_FRONTEND=noninteractive
 WORKDIR /src
-# Packages first, so the layer survives source edits.
+# Packages first, so the layer survives source edits. script/bootstrap holds the one package
+# list (python3-cryptography for t_trustpoint included).
 COPY script/bootstrap script/bootstrap
 RUN script/bootstrap && rm -rf /var/lib/apt/lists/*
 COPY . .

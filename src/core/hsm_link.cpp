@@ -143,6 +143,40 @@ HsmResult HsmLink::rewrap_dek(ByteView identity, ByteView wrapped, const char *o
     });
 }
 
+HsmResult HsmLink::import_legacy_dek(const char *legacy_kek_label, ByteView legacy_wrapped,
+                                     ByteView identity, uint8_t key_out[kDekSize],
+                                     uint8_t *wrapped_out, size_t wrapped_cap,
+                                     size_t *wrapped_len) noexcept {
+    if (!connection_) return not_connected();
+    return capture([&] {
+        if (legacy_wrapped.size != kLegacyWrappedSize) {
+            throw Pkcs11Error(Pkcs11Failure::malformed, 0,
+                              "a Trustpoint wrapped DEK is " + std::to_string(kLegacyWrappedSize) +
+                                  " bytes, not " + std::to_string(legacy_wrapped.size));
+        }
+        // An empty label would mean the connected KEK in kek_for(). The KEK that wraps
+        // pg_envelope's DEKs is never used as a raw AES-ECB decryption oracle.
+        if (legacy_kek_label == nullptr || legacy_kek_label[0] == '\0' ||
+            connection_->kek_label == legacy_kek_label) {
+            throw Pkcs11Error(Pkcs11Failure::other, 0,
+                              "the legacy KEK label must name a key other than pg_envelope's "
+                              "KEK (envelope.kek_label)");
+        }
+        CK_OBJECT_HANDLE legacy = connection_->kek_for(legacy_kek_label);
+        SecureBuffer dek(kDekSize);
+        connection_->client->aes_ecb(legacy, /*encrypt=*/false,
+                                     legacy_wrapped.data + kLegacyWrapPrefix, kDekSize, dek.data());
+        std::vector<uint8_t> wrapped =
+            connection_->client->wrap_dek(connection_->kek, dek.view(), identity);
+        if (wrapped.size() > wrapped_cap) {
+            throw Pkcs11Error(Pkcs11Failure::other, 0, "wrapped key larger than expected");
+        }
+        std::memcpy(wrapped_out, wrapped.data(), wrapped.size());
+        *wrapped_len = wrapped.size();
+        std::memcpy(key_out, dek.data(), kDekSize);
+    });
+}
+
 void dek_identity(const uint8_t id[16], char out[kDekIdentitySize]) noexcept {
     std::memcpy(out, "dek:", 4);
     hex_encode(ByteView(id, 16), out + 4);

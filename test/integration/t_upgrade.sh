@@ -195,3 +195,15 @@ assert_eq "$latest" "$(psql_at "$PORT" db03 "SELECT extversion FROM pg_extension
 assert_eq "$before03" "$(psql_at "$PORT" db03 "SELECT string_agg(id || '=' || v, ',' ORDER BY id) FROM t03")" \
   "0.3.0 -> $latest: every value reads back"
 assert_eq "$(objects db03)" "$(objects new_db)" "0.3.0 updated and fresh install have the same objects"
+# Trustpoint migration (issue 14) in the updated database: both functions answer, refusing
+# malformed input, and a key that was written at 0.3.0 serves as the key name.
+psql_fail_state "$PORT" db03 22P02 "SELECT envelope.import_legacy_value('not*base64!', 'k03')" >/dev/null
+pass "0.3.0 -> $latest: import_legacy_value refuses a malformed field (22P02)"
+psql_fail_state "$PORT" db03 XX001 "SELECT envelope.import_legacy_value(
+  encode(substr(sha256('n') || sha256('t'), 1, 44), 'base64'), 'k03')" >/dev/null
+pass "0.3.0 -> $latest: import_legacy_value refuses a field the key does not open (XX001)"
+psql_fail_state "$PORT" db03 22023 "SELECT envelope.import_legacy_key('tp03', '\\x0001')" >/dev/null
+psql_fail_state "$PORT" db03 42704 \
+  "SELECT envelope.import_legacy_key('tp03', decode(repeat('00', 40), 'hex'), 'tp-no-such-kek')" >/dev/null
+assert_eq 0 "$(psql_at "$PORT" db03 "SELECT count(*) FROM envelope.keyring WHERE name = 'tp03'")" \
+  "0.3.0 -> $latest: import_legacy_key checks its arguments and asks the keeper; nothing stored"

@@ -51,6 +51,15 @@ class HsmLink {
     // memory and is wiped.
     HsmResult rewrap_dek(ByteView identity, ByteView wrapped, const char *old_label,
                          uint8_t *wrapped_out, size_t wrapped_cap, size_t *wrapped_len) noexcept;
+    // Trustpoint migration: legacy_wrapped is 8 bytes (ignored) || AES-256-ECB(legacy KEK, DEK)
+    // (40 bytes). Decrypts the DEK inside the token with the secret key labelled
+    // legacy_kek_label (never the connected KEK: that one only wraps), then wraps it bound to
+    // identity under the connected KEK like create_dek. key_out receives the plaintext DEK; on
+    // the way it sits only in protected memory. ECB has no integrity: a wrong legacy KEK gives
+    // a wrong DEK without any error.
+    HsmResult import_legacy_dek(const char *legacy_kek_label, ByteView legacy_wrapped,
+                                ByteView identity, uint8_t key_out[kDekSize], uint8_t *wrapped_out,
+                                size_t wrapped_cap, size_t *wrapped_len) noexcept;
 
   private:
     struct Connection;  // the PKCS#11 client and the KEK handle

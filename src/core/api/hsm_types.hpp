@@ -27,4 +27,8 @@ const char *pkcs11_failure_name(Pkcs11Failure f) noexcept;
 constexpr size_t kWrappedDekSize = 1 + kGcmNonceSize + kDekSize + kGcmTagSize;
 constexpr uint8_t kWrapFormatVersion = 1;
 
+// Trustpoint's legacy wrapped DEK (40 bytes): 8 random bytes (unused) || AES-256-ECB(KEK, DEK).
+constexpr size_t kLegacyWrapPrefix = 8;
+constexpr size_t kLegacyWrappedSize = kLegacyWrapPrefix + kDekSize;
+
 }  // namespace envelope

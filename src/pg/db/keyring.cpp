@@ -316,6 +316,23 @@ bool keyring_find_active(const char *name, envelope::DekId &out, bool *index_key
     return found;
 }
 
+bool keyring_find_version(const char *name, int version, envelope::DekId &out, bool *index_key) {
+    require_relations();
+    ScanKeyData key;
+    ScanKeyEntryInitialize(&key, 0, 1, BTEqualStrategyNumber, InvalidOid, DEFAULT_COLLATION_OID,
+                           F_TEXTEQ, CStringGetTextDatum(name));
+    bool found = false;
+    scan_keyring(ScanBy::name, &key, [&](HeapTuple t, TupleDesc d, const Columns &c) {
+        bool isnull;
+        if (DatumGetInt32(heap_getattr(t, c.version, d, &isnull)) != version) return true;
+        found = true;
+        out = id_of(t, d, c);
+        if (index_key) *index_key = is_index_key(t, d, c);
+        return false;
+    });
+    return found;
+}
+
 int keyring_destroyed_ids(envelope::DekId **out) {
     require_relations();
     int room = 16, n = 0;

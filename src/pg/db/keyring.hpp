@@ -34,6 +34,11 @@ KeyringRow keyring_read(const envelope::DekId &id);
 // index_key (optional) receives whether the key is an index key (purpose 'index').
 bool keyring_find_active(const char *name, envelope::DekId &out, bool *index_key = nullptr);
 
+// The DEK id of one version of a named key (any state). False if there is none. index_key
+// (optional) receives whether the key is an index key.
+bool keyring_find_version(const char *name, int version, envelope::DekId &out,
+                          bool *index_key = nullptr);
+
 // Ids of destroyed key versions, palloc'd in the current context.
 int keyring_destroyed_ids(envelope::DekId **out);
 

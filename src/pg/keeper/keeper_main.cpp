@@ -184,6 +184,38 @@ void perform(const KeeperRequest &in, KeeperRequest &out) {
             report_unwrap_failure(r, out);
             return;
         }
+    } else if (in.kind == RequestKind::import_legacy) {
+        // Trustpoint migration: the legacy KEK decrypts the DEK inside the token; the DEK is
+        // wrapped under the connected KEK and installed like a new one.
+        size_t wrapped_len = 0;
+        envelope::HsmResult r = with_reconnect([&] {
+            return hsm.import_legacy_dek(in.kek_label, {in.wrapped, in.wrapped_len}, identity_view,
+                                         key, out.wrapped, sizeof out.wrapped, &wrapped_len);
+        });
+        if (!r.ok) {
+            envelope::secure_zero(key, envelope::kDekSize);
+            envelope::wipe_vector_registers();
+            switch (r.failure) {
+                case envelope::Pkcs11Failure::key_not_found:
+                    out.error = KeyError::legacy_kek_not_found;
+                    break;
+                case envelope::Pkcs11Failure::malformed:
+                    out.error = KeyError::malformed;
+                    break;
+                case envelope::Pkcs11Failure::other:
+                    out.error = KeyError::legacy_kek_unusable;
+                    break;
+                default:
+                    out.error = KeyError::hsm_unavailable;
+                    break;
+            }
+            strlcpy(out.message, r.message, sizeof out.message);
+            if (out.error == KeyError::hsm_unavailable && hsm.connected() && !hsm.alive())
+                disconnect(r.message);
+            return;
+        }
+        out.wrapped_len = static_cast<uint32>(wrapped_len);
+        strlcpy(out.kek_label, connected_kek, sizeof out.kek_label);
     } else {
         size_t wrapped_len = 0;
         envelope::HsmResult r = with_reconnect([&] {

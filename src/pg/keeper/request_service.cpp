@@ -49,7 +49,8 @@ void request_service_serve(PerformRequest perform) {
         } else {
             entry.error = out.error;
             strlcpy(entry.message, out.message, sizeof entry.message);
-            if (in.kind == RequestKind::create || in.kind == RequestKind::rewrap) {
+            if (in.kind == RequestKind::create || in.kind == RequestKind::rewrap ||
+                in.kind == RequestKind::import_legacy) {
                 memcpy(entry.wrapped, out.wrapped, out.wrapped_len);
                 entry.wrapped_len = out.wrapped_len;
                 strlcpy(entry.kek_label, out.kek_label, sizeof entry.kek_label);

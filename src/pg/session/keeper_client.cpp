@@ -174,6 +174,17 @@ void raise_key_error(KeyError error, const char *message, const char *key_descri
         case KeyError::internal:
             ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR),
                             errmsg("pg_envelope keeper failed: %s", message)));
+        case KeyError::legacy_kek_not_found:
+            ereport(ERROR, (errcode(ERRCODE_UNDEFINED_OBJECT),
+                            errmsg("the legacy KEK is not on the token"), errdetail("%s", message),
+                            errhint("Copy or create Trustpoint's KEK in the token pg_envelope "
+                                    "uses (envelope.token_label) and pass its label.")));
+        case KeyError::legacy_kek_unusable:
+            ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                            errmsg("the token cannot decrypt the legacy DEK with the legacy KEK"),
+                            errdetail("%s", message),
+                            errhint("The legacy KEK must be an AES-256 secret key with CKA_DECRYPT "
+                                    "set, and not pg_envelope's own KEK.")));
     }
 }
 
@@ -311,6 +322,31 @@ void keeper_rewrap(Oid database, const envelope::DekId &id, const char *old_kek_
             strlcpy(kek_label_out, done.kek_label, kKekLabelSize);
         },
         "the key");
+}
+
+void keeper_import_legacy(Oid database, const envelope::DekId &id, const char *legacy_kek_label,
+                          const uint8 *legacy_wrapped, uint32 legacy_len, uint8 *wrapped_out,
+                          uint32 *wrapped_len, char kek_label_out[kKekLabelSize]) {
+    if (legacy_len > static_cast<uint32>(kMaxWrapped)) {
+        raise_key_error(KeyError::malformed, "legacy wrapped key too long", "the legacy key");
+    }
+    single_request(
+        [&](KeeperRequest &r) {
+            r.kind = RequestKind::import_legacy;
+            r.database = database;
+            r.id = id;
+            r.use = envelope::KeyUse::active;
+            r.wrapped_len = legacy_len;
+            memcpy(r.wrapped, legacy_wrapped, legacy_len);
+            strlcpy(r.kek_label, legacy_kek_label, sizeof r.kek_label);
+        },
+        [&](const KeeperRequest &done) {
+            if (done.error != KeyError::none) return;
+            *wrapped_len = done.wrapped_len;
+            memcpy(wrapped_out, done.wrapped, done.wrapped_len);
+            strlcpy(kek_label_out, done.kek_label, kKekLabelSize);
+        },
+        "the legacy key");
 }
 
 }  // namespace envelope::pg

@@ -30,6 +30,13 @@ void keeper_create(Oid database, const envelope::DekId &id, uint8 *wrapped_out, 
 void keeper_rewrap(Oid database, const envelope::DekId &id, const char *old_kek_label,
                    uint8 *wrapped, uint32 *wrapped_len, char kek_label_out[kKekLabelSize]);
 
+// Trustpoint migration: asks the keeper to decrypt a legacy wrapped DEK (8 bytes || AES-ECB
+// under the token key labelled legacy_kek_label) inside the token, wrap it bound to id under its
+// KEK, and cache it as an active key. Outputs as for keeper_create. Raises an ERROR on failure.
+void keeper_import_legacy(Oid database, const envelope::DekId &id, const char *legacy_kek_label,
+                          const uint8 *legacy_wrapped, uint32 legacy_len, uint8 *wrapped_out,
+                          uint32 *wrapped_len, char kek_label_out[kKekLabelSize]);
+
 // Raises the ERROR that a request failure maps to (returns for KeyError::none).
 void raise_key_error(KeyError error, const char *message, const char *key_description);
 

@@ -25,9 +25,11 @@ enum class KeyError : uint32 {
     cache_full,       // envelope.max_keys reached
     malformed,        // wrapped bytes of the wrong size
     internal,
+    legacy_kek_not_found,  // import_legacy: no secret key with the legacy KEK label
+    legacy_kek_unusable,   // import_legacy: the token refused to decrypt with it
 };
 
-enum class RequestKind : uint32 { unwrap = 1, create = 2, rewrap = 3 };
+enum class RequestKind : uint32 { unwrap = 1, create = 2, rewrap = 3, import_legacy = 4 };
 enum class RequestState : uint32 { free = 0, claimed, pending, working, done, abandoned };
 
 constexpr int kMaxRequests = 32;
@@ -42,13 +44,16 @@ struct KeeperRequest {
     int requester_pid;
     Oid database;
     envelope::DekId id;
-    uint8 wrapped[kMaxWrapped];  // unwrap: input; create: output; rewrap: input, then output
+    uint8 wrapped[kMaxWrapped];  // unwrap: input; create: output; rewrap, import_legacy: input
+                                 // (import_legacy: Trustpoint's 40 bytes), then output
     uint32 wrapped_len;
     envelope::KeyUse use;  // how to cache the key
     KeyError error;
     char message[kRequestMessageSize];
     char kek_label[kKekLabelSize];  // unwrap, rewrap: the KEK of the input ("" = the keeper's);
-                                    // create, rewrap: then the KEK that wrapped the output
+                                    // import_legacy: the legacy KEK of the input;
+                                    // create, rewrap, import_legacy: then the KEK that wrapped
+                                    // the output
     ConditionVariable done_cv;
 };
 
