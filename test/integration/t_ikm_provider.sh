@@ -9,6 +9,8 @@
 # neither the IKM (hex or bytes) nor the derived KEKs are in PGDATA, WAL, dumps or logs.
 set -euo pipefail
 export PGE_TOKEN=ikm
+# Each cluster here creates its own salt, except where the test copies one on purpose.
+export IKM_SHARED_SALT=0
 # shellcheck source=test/integration/lib.sh
 source "$(dirname "$0")/lib.sh"
 
