@@ -6,7 +6,8 @@
 # without a restart; restart, backend and keeper crashes, rotate_key + destroy_key, KEK label
 # rotation with rewrap_keys(); sealed dump/restore into another database, into a cluster with
 # the same IKM and a copy of the salt file, and (failing cleanly) into one without the salt;
-# neither the IKM (hex or bytes) nor the derived KEKs are in PGDATA, WAL, dumps or logs.
+# neither the IKM (hex or bytes) nor the derived KEKs (nor DEKs) are in PGDATA, WAL, dumps or
+# logs.
 set -euo pipefail
 export PGE_TOKEN=ikm
 # Each cluster here creates its own salt, except where the test copies one on purpose.
@@ -127,8 +128,9 @@ check_failure() {  # NAME PATH NEEDLE
   assert_contains "$st" "$needle" "$name: status() says: $needle"
   assert_not_contains "$st" "stderr-secret" "$name: status() shows nothing the command wrote"
   assert_file_contains "$(it_log a)" "the IKM command is not usable: " "$name: the reason is logged"
-  psql_fail_state "$PORT_A" postgres 55000 "SELECT envelope.create_key('new_$name')" >/dev/null
-  pass "$name: creating a key fails with SQLSTATE 55000"
+  out=$(psql_fail_state "$PORT_A" postgres 55000 "SELECT envelope.create_key('new_$name')")
+  assert_contains "$out" "the KEK from envelope.ikm_command is not available" "$name: creating a key fails with SQLSTATE 55000"
+  assert_contains "$out" "$needle" "$name: the error's detail gives the reason"
 }
 write_cmd exit1 "echo stderr-secret >&2; exit 1"
 check_failure exit1 "$CMDS/exit1" "exited with status 1 (14 bytes on stderr, not logged)"
@@ -233,8 +235,8 @@ assert_eq "c's own" "$(psql_at "$PORT_C" postgres "SELECT envelope.decrypt(envel
 #    the dump or the server logs; positive controls show the scan finds them where they are.
 #------------------------------------------------------------------------------
 cat >"$IT_TMP/needles.py" <<'PY'
-# Prints the needles (hex): the IKM as text, the IKM bytes, the KEK for each label. Checks each
-# KEK by unwrapping a wrapped DEK of the keyring with it (a wrong KEK cannot pass GCM).
+# Prints the needles (hex): the IKM as text, the IKM bytes, the KEK for each label and the DEK
+# it unwraps from the keyring (a wrong KEK cannot pass GCM: the unwrap checks the KEK).
 import sys
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -249,8 +251,9 @@ for line in open(wrapped_file):
     kek = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt,
                info=b'pg_envelope/kek/v1\0' + label.encode()).derive(ikm)
     blob = bytes.fromhex(blob)
-    AESGCM(kek).decrypt(blob[1:13], blob[13:], b'pg_envelope/dek-wrap/v1\0' + ident.encode())
+    dek = AESGCM(kek).decrypt(blob[1:13], blob[13:], b'pg_envelope/dek-wrap/v1\0' + ident.encode())
     print(kek.hex())
+    print(dek.hex())
 PY
 cat >"$IT_TMP/scan.py" <<'PY'
 # scan.py NEEDLES_FILE PATH...: prints the files (under the paths) holding any needle.
@@ -281,7 +284,7 @@ assert_eq "pg_envelope-kek pg_envelope-kek2" "$(cut -d' ' -f1 "$IT_TMP/wrapped.t
   "one wrapped DEK under each label"
 python3 "$IT_TMP/needles.py" "$IKM_HEX" "$SALT" "$IT_TMP/wrapped.txt" >"$IT_TMP/needles.txt" ||
   fail "deriving the KEKs in Python (or unwrapping with them) failed"
-assert_eq 4 "$(wc -l <"$IT_TMP/needles.txt")" "4 needles: IKM hex, IKM bytes, KEK of each label"
+assert_eq 6 "$(wc -l <"$IT_TMP/needles.txt")" "6 needles: IKM hex, IKM bytes, KEK of each label, a DEK under each"
 pass "the KEKs computed with Python's HKDF unwrap the keyring's DEKs (positive control of the KEKs)"
 psql_at "$PORT_A" postgres "CHECKPOINT" >/dev/null
 psql_at "$PORT_B" postgres "CHECKPOINT" >/dev/null
@@ -295,11 +298,11 @@ import sys
 needles = [bytes.fromhex(l.strip()) for l in open(sys.argv[1]) if l.strip()]
 open(sys.argv[2], 'wb').write(b'x'.join(b'padding' + n for n in needles))
 PY
-assert_eq 4 "$(python3 "$IT_TMP/scan.py" "$IT_TMP/needles.txt" "$IT_TMP/control" | wc -l)" \
+assert_eq 6 "$(python3 "$IT_TMP/scan.py" "$IT_TMP/needles.txt" "$IT_TMP/control" | wc -l)" \
   "positive control: the scan finds each needle in a file that holds it"
 assert_eq 2 "$(python3 "$IT_TMP/scan.py" "$IT_TMP/needles.txt" "$IT_HSM/ikm.hex" "$IKM_CMD" | wc -l)" \
   "positive control: the IKM hex is in the provider's files (outside PGDATA)"
 hits=$(python3 "$IT_TMP/scan.py" "$IT_TMP/needles.txt" "$IT_TMP/a" "$IT_TMP/b" "$IT_TMP/c" \
   "$DUMP" "$IT_TMP/sealed.sql" "$(it_log a)" "$(it_log b)" "$(it_log c)")
 [[ -z $hits ]] || fail "IKM or KEK found at rest: $hits"
-pass "0 hits for the IKM (hex, bytes) and both KEKs in PGDATA + WAL of a, b, c, the dumps and the logs"
+pass "0 hits for the IKM (hex, bytes), both KEKs and two DEKs in PGDATA + WAL of a, b, c, the dumps and the logs"

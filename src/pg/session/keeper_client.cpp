@@ -153,6 +153,14 @@ void raise_key_error(KeyError error, const char *message, const char *key_descri
         case KeyError::none:
             return;
         case KeyError::hsm_unavailable:
+            if (setting_kek_provider == kek_ikm_command)
+                ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                                errmsg("the KEK from envelope.ikm_command is not available to "
+                                       "pg_envelope"),
+                                errdetail("%s", message),
+                                errhint("Check SELECT * FROM envelope.status(); fix the command "
+                                        "or the envelope.* settings and reload the "
+                                        "configuration.")));
             ereport(ERROR,
                     (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
                      errmsg("the HSM is not available to pg_envelope"), errdetail("%s", message),
