@@ -278,6 +278,10 @@ const char *pkcs11_failure_name(Pkcs11Failure f) noexcept {
             return "malformed";
         case Pkcs11Failure::device:
             return "device";
+        case Pkcs11Failure::ikm_command:
+            return "ikm_command";
+        case Pkcs11Failure::ikm_salt:
+            return "ikm_salt";
         case Pkcs11Failure::other:
             return "other";
     }

@@ -89,6 +89,8 @@ pg_init() {
     echo "lc_messages = 'C'"
     echo "fsync = off"
   } | as_pg tee -a "$IT_TMP/$name/postgresql.conf" >/dev/null
+  # A provider may need per-cluster files (script/providers/README.md).
+  if declare -F "pg_init_hook_$PGE_TOKEN" >/dev/null; then "pg_init_hook_$PGE_TOKEN" "$IT_HSM" "$IT_TMP/$name"; fi
 }
 
 pg_conf() { echo "$2" | as_pg tee -a "$IT_TMP/$1/postgresql.conf" >/dev/null; }

@@ -207,3 +207,14 @@ psql_fail_state "$PORT" db03 42704 \
   "SELECT envelope.import_legacy_key('tp03', decode(repeat('00', 40), 'hex'), 'tp-no-such-kek')" >/dev/null
 assert_eq 0 "$(psql_at "$PORT" db03 "SELECT count(*) FROM envelope.keyring WHERE name = 'tp03'")" \
   "0.3.0 -> $latest: import_legacy_key checks its arguments and asks the keeper; nothing stored"
+# Key providers (issue 14): after the update the keeper still uses the provider this server is
+# configured with (PGE_TOKEN=ikm: a KEK derived from the IKM command), and the keys written at
+# 0.3.0 rotate and keep working under it.
+want_provider=pkcs11
+[[ $PGE_TOKEN == ikm ]] && want_provider=ikm_command
+assert_eq "$want_provider" "$(psql_at "$PORT" db03 "SHOW envelope.kek_provider")" "0.4.0: envelope.kek_provider is $want_provider"
+assert_eq "ready" "$(psql_at "$PORT" db03 "SELECT keeper_state FROM envelope.status()")" "0.4.0: the keeper is ready"
+psql_at "$PORT" db03 "SELECT envelope.rotate_key('k03');
+  INSERT INTO t03 VALUES (21, envelope.encrypt('written at 0.4.0', 'k03'))" >/dev/null
+assert_eq "$before03,21=written at 0.4.0" "$(psql_at "$PORT" db03 "SELECT string_agg(id || '=' || v, ',' ORDER BY id) FROM t03")" \
+  "0.4.0: a 0.3.0 key rotates under the configured provider; old and new values read back"

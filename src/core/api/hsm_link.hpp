@@ -5,17 +5,12 @@
 #include "byte_view.hpp"
 #include "crypto_sizes.hpp"
 #include "hsm_types.hpp"
+#include "kek_link.hpp"
 
 #include <cstddef>
 #include <cstdint>
 
 namespace envelope {
-
-struct HsmResult {
-    bool ok = true;
-    Pkcs11Failure failure = Pkcs11Failure::other;
-    char message[256] = {};
-};
 
 struct HsmSettings {
     const char *module_path;
@@ -24,33 +19,34 @@ struct HsmSettings {
     const char *kek_label;
 };
 
-class HsmLink {
+class HsmLink final : public KekLink {
   public:
     HsmLink() noexcept;
-    ~HsmLink();
+    ~HsmLink() override;
     HsmLink(const HsmLink &) = delete;
     HsmLink &operator=(const HsmLink &) = delete;
 
     // Loads the module, opens the token, logs in with the PIN file, finds the KEK.
     HsmResult connect(const HsmSettings &settings) noexcept;
     // Closes the session and unloads the module.
-    void disconnect() noexcept;
-    bool connected() const noexcept;
+    void disconnect() noexcept override;
+    bool connected() const noexcept override;
     // False when the session stopped working (token removed, device error).
-    bool alive() noexcept;
+    bool alive() noexcept override;
 
     // Generates a DEK on the token and wraps it; key_out receives the plaintext DEK.
     HsmResult create_dek(ByteView identity, uint8_t key_out[kDekSize], uint8_t *wrapped_out,
-                         size_t wrapped_cap, size_t *wrapped_len) noexcept;
+                         size_t wrapped_cap, size_t *wrapped_len) noexcept override;
     // Unwraps a DEK bound to identity into key_out, with the KEK labelled kek_label (the
     // label stored with the wrapped DEK; nullptr or "" = the KEK connect() found).
     HsmResult unwrap_dek(ByteView identity, ByteView wrapped, uint8_t key_out[kDekSize],
-                         const char *kek_label = nullptr) noexcept;
+                         const char *kek_label = nullptr) noexcept override;
     // KEK rotation: unwraps with the KEK labelled old_label and wraps the same DEK again under
     // the connected KEK, inside the token; the plaintext DEK passes only through protected
     // memory and is wiped.
     HsmResult rewrap_dek(ByteView identity, ByteView wrapped, const char *old_label,
-                         uint8_t *wrapped_out, size_t wrapped_cap, size_t *wrapped_len) noexcept;
+                         uint8_t *wrapped_out, size_t wrapped_cap,
+                         size_t *wrapped_len) noexcept override;
     // Trustpoint migration: legacy_wrapped is 8 bytes (ignored) || AES-256-ECB(legacy KEK, DEK)
     // (40 bytes). Decrypts the DEK inside the token with the secret key labelled
     // legacy_kek_label (never the connected KEK: that one only wraps), then wraps it bound to

@@ -18,6 +18,8 @@ enum class Pkcs11Failure {
     unwrap_auth,      // wrapped DEK failed authentication: corrupted or other identity
     malformed,        // wrapped blob has the wrong length or version
     device,           // token removed, device error, session closed, stale handles
+    ikm_command,      // envelope.ikm_command refused, failed, timed out or printed bad IKM
+    ikm_salt,         // the cluster's IKM salt file is unreadable, of the wrong size or mode
     other,
 };
 const char *pkcs11_failure_name(Pkcs11Failure f) noexcept;

@@ -1,6 +1,7 @@
-// The keeper: the only process that loads the PKCS#11 module. It logs in, finds the KEK, has
-// loader workers feed it every database's wrapped DEKs, installs unwrapped DEKs in the shared
-// cache, and then serves requests, waking on its latch.
+// The keeper: the only process that holds the KEK (it loads the PKCS#11 module, or runs the IKM
+// command and derives the KEK). It connects to the KEK provider, has loader workers feed it
+// every database's wrapped DEKs, installs unwrapped DEKs in the shared cache, and then serves
+// requests, waking on its latch.
 #include "keeper/keeper_main.hpp"
 #include "boundary/guard.hpp"
 #include "keeper/encryption_counts.hpp"
@@ -12,9 +13,15 @@
 #include "shmem/shmem.hpp"
 
 #include "hsm_link.hpp"
+#include "ikm_kek_link.hpp"
 #include "protected_memory.hpp"
 #include "wipe.hpp"
 
+extern "C" {
+#include "storage/fd.h"
+}
+
+#include <cerrno>
 #include <cstring>
 
 namespace envelope::pg {
@@ -22,7 +29,13 @@ namespace envelope::pg {
 namespace {
 
 // Keeper-local state. Static storage: nothing here is on a stack an ERROR could unwind.
-envelope::HsmLink hsm;
+envelope::HsmLink pkcs11_link;
+envelope::IkmKekLink ikm_link;
+// The provider chosen at the last connect (envelope.kek_provider).
+envelope::KekLink *link = &pkcs11_link;
+int connected_provider = kek_pkcs11;
+char connected_ikm_command[MAXPGPATH];
+int connected_ikm_timeout = 0;
 char connected_module[MAXPGPATH];
 char connected_token[kLabelSize];
 char connected_pin_file[MAXPGPATH];
@@ -41,30 +54,99 @@ char last_logged_error[kStatusMessageSize];
 
 void record_failure(const char *message, bool kek_found,
                     envelope::Pkcs11Failure kind = envelope::Pkcs11Failure::device) {
+    // An IKM command may ask a remote service or a person: it is retried slowly too.
     const bool login =
-        kind == envelope::Pkcs11Failure::login || kind == envelope::Pkcs11Failure::pin_file;
+        kind == envelope::Pkcs11Failure::login || kind == envelope::Pkcs11Failure::pin_file ||
+        kind == envelope::Pkcs11Failure::ikm_command || kind == envelope::Pkcs11Failure::ikm_salt;
     backoff_ms = Min(backoff_ms, login ? kMaxLoginBackoffMs : kMaxDeviceBackoffMs);
     next_attempt = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), backoff_ms);
     keeper_status_failure(message, kek_found, next_attempt);
     // Log each distinct reason once, not on every retry.
     if (strcmp(last_logged_error, message) != 0) {
         strlcpy(last_logged_error, message, sizeof last_logged_error);
-        ereport(LOG, (errmsg("pg_envelope keeper: the HSM is not usable: %s", message),
-                      errhint("Retrying with backoff; fix the envelope.* settings or the token "
-                              "and reload the configuration.")));
+        ereport(LOG,
+                (errmsg("pg_envelope keeper: the %s is not usable: %s",
+                        connected_provider == kek_ikm_command ? "IKM command" : "HSM", message),
+                 errhint("Retrying with backoff; fix the envelope.* settings or the %s "
+                         "and reload the configuration.",
+                         connected_provider == kek_ikm_command ? "command" : "token")));
     }
     backoff_ms = Min(backoff_ms * 2, login ? kMaxLoginBackoffMs : kMaxDeviceBackoffMs);
 }
 
 bool settings_changed() {
+    if (connected_provider != setting_kek_provider) return true;
+    if (setting_kek_provider == kek_ikm_command)
+        return strcmp(connected_ikm_command, setting_ikm_command) != 0 ||
+               connected_ikm_timeout != setting_ikm_timeout_ms ||
+               strcmp(connected_kek, setting_kek_label) != 0;
     return strcmp(connected_module, setting_pkcs11_module) != 0 ||
            strcmp(connected_token, setting_token_label) != 0 ||
            strcmp(connected_pin_file, setting_pin_file) != 0 ||
            strcmp(connected_kek, setting_kek_label) != 0;
 }
 
-// Loads the module, logs in and finds the KEK. On failure the status says why.
+// The path of envelope.ikm_command without its arguments (they could carry anything): what
+// the status and the log show.
+void ikm_command_path(char out[MAXPGPATH]) {
+    const char *p = setting_ikm_command;
+    while (*p == ' ' || *p == '\t') ++p;
+    size_t n = strcspn(p, " \t");
+    if (n >= MAXPGPATH) n = MAXPGPATH - 1;
+    memcpy(out, p, n);
+    out[n] = '\0';
+}
+
+// Runs the IKM command and derives the KEK. On failure the status says why.
+bool connect_ikm() {
+    char path[MAXPGPATH];
+    ikm_command_path(path);
+    keeper_status_connecting(path, "", setting_kek_label);
+    link = &ikm_link;
+    connected_provider = kek_ikm_command;
+    strlcpy(connected_ikm_command, setting_ikm_command, sizeof connected_ikm_command);
+    connected_ikm_timeout = setting_ikm_timeout_ms;
+    strlcpy(connected_kek, setting_kek_label, sizeof connected_kek);
+
+    // The salt lives with the cluster, next to the other pg_envelope files (the keeper's
+    // working directory is the data directory).
+    if (MakePGDirectory("pg_envelope") != 0 && errno != EEXIST) {
+        char message[kStatusMessageSize];
+        snprintf(message, sizeof message, "could not create directory \"pg_envelope\": %s",
+                 strerror(errno));
+        record_failure(message, false, envelope::Pkcs11Failure::ikm_salt);
+        return false;
+    }
+    char salt_path[MAXPGPATH];
+    snprintf(salt_path, sizeof salt_path, "%s/pg_envelope/ikm_salt", DataDir);
+    const bool had_created = ikm_link.created_salt();
+    envelope::IkmSettings is{setting_ikm_command, setting_ikm_timeout_ms, salt_path,
+                             setting_kek_label};
+    envelope::HsmResult r = ikm_link.connect(is);
+    envelope::wipe_vector_registers();
+    if (!had_created && ikm_link.created_salt())
+        ereport(LOG, (errmsg("pg_envelope keeper: created the IKM salt file \"%s\"", salt_path),
+                      errhint("Back it up with the cluster: keys wrapped under this salt cannot "
+                              "be unwrapped without it.")));
+    if (!r.ok) {
+        record_failure(r.message, false, r.failure);
+        return false;
+    }
+    backoff_ms = 1000;
+    last_logged_error[0] = '\0';
+    keeper_status_connected(!load_scheduler_active());
+    ereport(LOG, (errmsg("pg_envelope keeper: KEK \"%s\" derived from the IKM of \"%s\"",
+                         setting_kek_label, path)));
+    last_health_check = GetCurrentTimestamp();
+    return true;
+}
+
+// Loads the module, logs in and finds the KEK (or derives it from the IKM command, with
+// envelope.kek_provider = ikm_command). On failure the status says why.
 bool connect_hsm() {
+    if (setting_kek_provider == kek_ikm_command) return connect_ikm();
+    link = &pkcs11_link;
+    connected_provider = kek_pkcs11;
     keeper_status_connecting(setting_pkcs11_module, setting_token_label, setting_kek_label);
     strlcpy(connected_module, setting_pkcs11_module, sizeof connected_module);
     strlcpy(connected_token, setting_token_label, sizeof connected_token);
@@ -77,7 +159,7 @@ bool connect_hsm() {
     }
     envelope::HsmSettings hs{setting_pkcs11_module, setting_token_label, setting_pin_file,
                              setting_kek_label};
-    envelope::HsmResult r = hsm.connect(hs);
+    envelope::HsmResult r = pkcs11_link.connect(hs);
     if (!r.ok) {
         record_failure(r.message, false, r.failure);
         return false;
@@ -96,7 +178,7 @@ void try_connect() {
 }
 
 void disconnect(const char *why) {
-    hsm.disconnect();
+    link->disconnect();
     if (why) record_failure(why, false);
 }
 
@@ -111,7 +193,7 @@ envelope::HsmResult with_reconnect(Operation &&operation) {
         r.failure == envelope::Pkcs11Failure::malformed)
         return r;
     ereport(LOG, (errmsg("pg_envelope keeper: %s; reconnecting to the token", r.message)));
-    hsm.disconnect();
+    link->disconnect();
     if (!connect_hsm()) return r;
     return operation();
 }
@@ -126,14 +208,14 @@ void report_unwrap_failure(const envelope::HsmResult &r, KeeperRequest &out) {
                     ? KeyError::unwrap_failed
                     : KeyError::hsm_unavailable;
     strlcpy(out.message, r.message, sizeof out.message);
-    if (out.error == KeyError::hsm_unavailable && hsm.connected() && !hsm.alive())
+    if (out.error == KeyError::hsm_unavailable && link->connected() && !link->alive())
         disconnect(r.message);
 }
 
 void perform(const KeeperRequest &in, KeeperRequest &out) {
     out.error = KeyError::none;
     out.message[0] = '\0';
-    if (!hsm.connected()) {
+    if (!link->connected()) {
         KeeperStatus st = keeper_status_snapshot();
         out.error = KeyError::hsm_unavailable;
         strlcpy(out.message, st.last_error[0] ? st.last_error : "the keeper is not connected",
@@ -157,8 +239,8 @@ void perform(const KeeperRequest &in, KeeperRequest &out) {
         // (re)installed in the cache (its bytes do not change).
         size_t wrapped_len = 0;
         envelope::HsmResult r = with_reconnect([&] {
-            return hsm.rewrap_dek(identity_view, {in.wrapped, in.wrapped_len}, in.kek_label,
-                                  out.wrapped, sizeof out.wrapped, &wrapped_len);
+            return link->rewrap_dek(identity_view, {in.wrapped, in.wrapped_len}, in.kek_label,
+                                    out.wrapped, sizeof out.wrapped, &wrapped_len);
         });
         envelope::wipe_vector_registers();
         if (!r.ok) {
@@ -178,7 +260,7 @@ void perform(const KeeperRequest &in, KeeperRequest &out) {
             return;
         }
         envelope::HsmResult r = with_reconnect([&] {
-            return hsm.unwrap_dek(identity_view, {in.wrapped, in.wrapped_len}, key, in.kek_label);
+            return link->unwrap_dek(identity_view, {in.wrapped, in.wrapped_len}, key, in.kek_label);
         });
         if (!r.ok) {
             report_unwrap_failure(r, out);
@@ -187,9 +269,15 @@ void perform(const KeeperRequest &in, KeeperRequest &out) {
     } else if (in.kind == RequestKind::import_legacy) {
         // Trustpoint migration: the legacy KEK decrypts the DEK inside the token; the DEK is
         // wrapped under the connected KEK and installed like a new one.
+        if (link != &pkcs11_link) {
+            out.error = KeyError::no_token;
+            strlcpy(out.message, "the keeper's KEK comes from envelope.ikm_command, not a token",
+                    sizeof out.message);
+            return;
+        }
         size_t wrapped_len = 0;
         envelope::HsmResult r = with_reconnect([&] {
-            return hsm.import_legacy_dek(in.kek_label, {in.wrapped, in.wrapped_len}, identity_view,
+            return pkcs11_link.import_legacy_dek(in.kek_label, {in.wrapped, in.wrapped_len}, identity_view,
                                          key, out.wrapped, sizeof out.wrapped, &wrapped_len);
         });
         if (!r.ok) {
@@ -210,7 +298,7 @@ void perform(const KeeperRequest &in, KeeperRequest &out) {
                     break;
             }
             strlcpy(out.message, r.message, sizeof out.message);
-            if (out.error == KeyError::hsm_unavailable && hsm.connected() && !hsm.alive())
+            if (out.error == KeyError::hsm_unavailable && link->connected() && !link->alive())
                 disconnect(r.message);
             return;
         }
@@ -219,13 +307,13 @@ void perform(const KeeperRequest &in, KeeperRequest &out) {
     } else {
         size_t wrapped_len = 0;
         envelope::HsmResult r = with_reconnect([&] {
-            return hsm.create_dek(identity_view, key, out.wrapped, sizeof out.wrapped,
-                                  &wrapped_len);
+            return link->create_dek(identity_view, key, out.wrapped, sizeof out.wrapped,
+                                    &wrapped_len);
         });
         if (!r.ok) {
             out.error = KeyError::hsm_unavailable;
             strlcpy(out.message, r.message, sizeof out.message);
-            if (hsm.connected() && !hsm.alive()) disconnect(r.message);
+            if (link->connected() && !link->alive()) disconnect(r.message);
             return;
         }
         out.wrapped_len = static_cast<uint32>(wrapped_len);
@@ -245,7 +333,8 @@ void perform(const KeeperRequest &in, KeeperRequest &out) {
 
 // Requesters must never be left waiting: answer them before anything that could fail.
 void keeper_exit(int, Datum) {
-    hsm.disconnect();
+    pkcs11_link.disconnect();
+    ikm_link.disconnect();
     if (!loaded_via_preload()) return;
     LWLockReleaseAll();
     request_service_fail_all("the pg_envelope keeper exited");
@@ -259,29 +348,30 @@ void keeper_loop() {
         if (ConfigReloadPending) {
             ConfigReloadPending = false;
             ProcessConfigFile(PGC_SIGHUP);
-            if (settings_changed() || !hsm.connected()) {
-                hsm.disconnect();
+            if (settings_changed() || !link->connected()) {
+                link->disconnect();
                 backoff_ms = 1000;
                 next_attempt = 0;
                 last_logged_error[0] = '\0';
             }
         }
         TimestampTz now = GetCurrentTimestamp();
-        if (!hsm.connected() && now >= next_attempt) try_connect();
-        if (hsm.connected() && TimestampDifferenceExceeds(last_health_check, now, kHealthCheckMs)) {
+        if (!link->connected() && now >= next_attempt) try_connect();
+        if (link->connected() &&
+            TimestampDifferenceExceeds(last_health_check, now, kHealthCheckMs)) {
             last_health_check = now;
-            if (!hsm.alive()) disconnect("the token stopped answering (removed or failed)");
+            if (!link->alive()) disconnect("the token stopped answering (removed or failed)");
         }
         request_service_reclaim();
         request_service_serve(perform);
-        if (hsm.connected()) load_scheduler_drive();
+        if (link->connected()) load_scheduler_drive();
         if (TimestampDifferenceExceeds(last_counts_save, now, kCountsSaveMs)) {
             last_counts_save = now;
             counts_save(false);
         }
 
         long timeout =
-            hsm.connected()
+            link->connected()
                 ? kHealthCheckMs
                 : Max(1L, TimestampDifferenceMilliseconds(GetCurrentTimestamp(), next_attempt));
         (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, timeout,

@@ -9,6 +9,9 @@ char *setting_pkcs11_module = nullptr;
 char *setting_token_label = nullptr;
 char *setting_pin_file = nullptr;
 char *setting_kek_label = nullptr;
+int setting_kek_provider = kek_pkcs11;
+char *setting_ikm_command = nullptr;
+int setting_ikm_timeout_ms = 10000;
 int setting_request_timeout_ms = 10000;
 char *setting_default_key = nullptr;
 int setting_pad_block = 16;
@@ -19,6 +22,12 @@ double setting_auto_rotate_at = 2147483648.0;
 int setting_audit = audit_management;
 
 namespace {
+const struct config_enum_entry kek_provider_options[] = {
+    {"pkcs11", kek_pkcs11, false},
+    {"ikm_command", kek_ikm_command, false},
+    {nullptr, 0, false},
+};
+
 const struct config_enum_entry io_mode_options[] = {
     {"plaintext", io_plaintext, false},
     {"sealed", io_sealed, false},
@@ -57,9 +66,27 @@ void define_settings() {
         "File holding the token's user PIN (readable only by the server user).", nullptr,
         &setting_pin_file, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
     DefineCustomStringVariable("envelope.kek_label",
-                               "CKA_LABEL of the key-encryption key inside the token.", nullptr,
-                               &setting_kek_label, "pg_envelope-kek", PGC_SIGHUP,
+                               "Label of the key-encryption key (CKA_LABEL in the token; part of "
+                               "the HKDF info with ikm_command).",
+                               nullptr, &setting_kek_label, "pg_envelope-kek", PGC_SIGHUP,
                                GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
+    DefineCustomEnumVariable(
+        "envelope.kek_provider",
+        "Where the keeper gets the key-encryption key: pkcs11 (a token) or ikm_command (derived "
+        "with HKDF from the output of envelope.ikm_command).",
+        nullptr, &setting_kek_provider, kek_pkcs11, kek_provider_options, PGC_SIGHUP,
+        GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
+    DefineCustomStringVariable(
+        "envelope.ikm_command",
+        "Absolute path (and optional space-separated arguments) of the program that prints the "
+        "input keying material as lowercase hex, for envelope.kek_provider = ikm_command.",
+        "Run by the keeper as the server user without a shell; it must not be writable by group "
+        "or others.",
+        &setting_ikm_command, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable("envelope.ikm_timeout",
+                            "How long envelope.ikm_command may run before it is killed.", nullptr,
+                            &setting_ikm_timeout_ms, 10000, 100, 600000, PGC_SIGHUP,
+                            GUC_UNIT_MS | GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
     DefineCustomIntVariable(
         "envelope.max_keys", "Number of data keys the shared-memory cache can hold.", nullptr,
         &max_keys_setting, 1024, 16, 1000000, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);

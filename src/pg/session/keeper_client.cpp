@@ -153,6 +153,14 @@ void raise_key_error(KeyError error, const char *message, const char *key_descri
         case KeyError::none:
             return;
         case KeyError::hsm_unavailable:
+            if (setting_kek_provider == kek_ikm_command)
+                ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                                errmsg("the KEK from envelope.ikm_command is not available to "
+                                       "pg_envelope"),
+                                errdetail("%s", message),
+                                errhint("Check SELECT * FROM envelope.status(); fix the command "
+                                        "or the envelope.* settings and reload the "
+                                        "configuration.")));
             ereport(ERROR,
                     (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
                      errmsg("the HSM is not available to pg_envelope"), errdetail("%s", message),
@@ -185,6 +193,12 @@ void raise_key_error(KeyError error, const char *message, const char *key_descri
                             errdetail("%s", message),
                             errhint("The legacy KEK must be an AES-256 secret key with CKA_DECRYPT "
                                     "set, and not pg_envelope's own KEK.")));
+        case KeyError::no_token:
+            ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+                            errmsg("importing a legacy key needs a PKCS#11 token"),
+                            errdetail("%s", message),
+                            errhint("Trustpoint's KEK lives in a token: run the import on a server "
+                                    "with envelope.kek_provider = 'pkcs11' and that token.")));
     }
 }
 

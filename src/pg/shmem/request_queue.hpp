@@ -27,6 +27,7 @@ enum class KeyError : uint32 {
     internal,
     legacy_kek_not_found,  // import_legacy: no secret key with the legacy KEK label
     legacy_kek_unusable,   // import_legacy: the token refused to decrypt with it
+    no_token,              // import_legacy with envelope.kek_provider = ikm_command
 };
 
 enum class RequestKind : uint32 { unwrap = 1, create = 2, rewrap = 3, import_legacy = 4 };
