@@ -27,6 +27,8 @@ char connected_module[MAXPGPATH];
 char connected_token[kLabelSize];
 char connected_pin_file[MAXPGPATH];
 char connected_kek[kLabelSize];
+char connected_init_args[MAXPGPATH];
+int connected_wrap_mechanism = -1;
 int backoff_ms = 1000;
 TimestampTz next_attempt = 0;
 // A wrong PIN is retried slowly (tokens lock after a few wrong PINs); a missing or failing
@@ -60,7 +62,9 @@ bool settings_changed() {
     return strcmp(connected_module, setting_pkcs11_module) != 0 ||
            strcmp(connected_token, setting_token_label) != 0 ||
            strcmp(connected_pin_file, setting_pin_file) != 0 ||
-           strcmp(connected_kek, setting_kek_label) != 0;
+           strcmp(connected_kek, setting_kek_label) != 0 ||
+           strcmp(connected_init_args, setting_pkcs11_init_args) != 0 ||
+           connected_wrap_mechanism != setting_wrap_mechanism;
 }
 
 // Loads the module, logs in and finds the KEK. On failure the status says why.
@@ -70,6 +74,9 @@ bool connect_hsm() {
     strlcpy(connected_token, setting_token_label, sizeof connected_token);
     strlcpy(connected_pin_file, setting_pin_file, sizeof connected_pin_file);
     strlcpy(connected_kek, setting_kek_label, sizeof connected_kek);
+    strlcpy(connected_init_args, setting_pkcs11_init_args, sizeof connected_init_args);
+    connected_wrap_mechanism = setting_wrap_mechanism;
+    keeper_status_wrapping("pkcs11", "");
 
     if (setting_pin_file[0] == '\0') {
         record_failure("envelope.pin_file is not set", false, envelope::Pkcs11Failure::pin_file);
@@ -77,6 +84,8 @@ bool connect_hsm() {
     }
     envelope::HsmSettings hs{setting_pkcs11_module, setting_token_label, setting_pin_file,
                              setting_kek_label};
+    hs.init_reserved = setting_pkcs11_init_args;
+    hs.wrap_choice = static_cast<envelope::WrapChoice>(setting_wrap_mechanism);
     envelope::HsmResult r = hsm.connect(hs);
     if (!r.ok) {
         record_failure(r.message, false, r.failure);
@@ -84,9 +93,11 @@ bool connect_hsm() {
     }
     backoff_ms = 1000;
     last_logged_error[0] = '\0';
+    keeper_status_wrapping("pkcs11", hsm.wrap_mechanism());
     keeper_status_connected(!load_scheduler_active());
-    ereport(LOG, (errmsg("pg_envelope keeper: logged in to token \"%s\", KEK \"%s\" found",
-                         setting_token_label, setting_kek_label)));
+    ereport(LOG, (errmsg("pg_envelope keeper: logged in to token \"%s\", KEK \"%s\" found; "
+                         "new keys are wrapped with %s",
+                         setting_token_label, setting_kek_label, hsm.wrap_mechanism())));
     last_health_check = GetCurrentTimestamp();
     return true;
 }
@@ -171,10 +182,11 @@ void perform(const KeeperRequest &in, KeeperRequest &out) {
     }
     if (in.kind == RequestKind::unwrap) {
         if (key_cache_contains(in.database, in.id)) return;
-        if (in.wrapped_len != envelope::kWrappedDekSize) {
+        if (!envelope::wrapped_dek_size_ok(in.wrapped_len)) {
             out.error = KeyError::malformed;
-            snprintf(out.message, sizeof out.message, "wrapped key is %u bytes, expected %zu",
-                     in.wrapped_len, envelope::kWrappedDekSize);
+            snprintf(out.message, sizeof out.message,
+                     "wrapped key is %u bytes, expected %zu (AES-GCM) or %zu (key wrap)",
+                     in.wrapped_len, envelope::kWrappedDekSize, envelope::kWrappedDekKwSize);
             return;
         }
         envelope::HsmResult r = with_reconnect([&] {

@@ -8,6 +8,8 @@ extern char *setting_pkcs11_module;
 extern char *setting_token_label;
 extern char *setting_pin_file;
 extern char *setting_kek_label;
+extern char *setting_pkcs11_init_args;
+extern int setting_wrap_mechanism;  // envelope::WrapChoice
 extern int setting_request_timeout_ms;
 extern char *setting_default_key;
 extern int setting_pad_block;
