@@ -25,7 +25,8 @@ const char kUsage[] =
     "usage: pg_envelope_provision --module PATH --token-label LABEL [--kek-label LABEL]\n"
     "                             [--init-token] [--pin-file FILE] [--so-pin-file FILE] "
     "[--check]\n"
-    "                             [--delete-kek OLD_LABEL]\n"
+    "                             [--delete-kek OLD_LABEL] [--wrap-mechanism NAME]\n"
+    "                             [--init-args STRING]\n"
     "\n"
     "Prepares a PKCS#11 token for pg_envelope: the token (optionally initialised), and an\n"
     "AES-256 key-encryption key that is sensitive and never extractable. Safe to re-run.\n"
@@ -37,6 +38,12 @@ const char kUsage[] =
     "  --pin-file FILE      user PIN file (default: $HSM_PIN_FILE)\n"
     "  --so-pin-file FILE   security officer PIN file (default: $HSM_SO_PIN_FILE)\n"
     "  --check              change nothing; exit 1 if the token or the KEK is missing\n"
+    "  --wrap-mechanism M   auto (default), aes_gcm, aes_kw, aes_kwp or ecb_kw: the\n"
+    "                       wrapping to self-test (as envelope.wrap_mechanism); a new KEK\n"
+    "                       may wrap/unwrap (CKA_WRAP) only when the token's key wrap\n"
+    "                       mechanism is the one used\n"
+    "  --init-args STRING   pReserved for C_Initialize (as envelope.pkcs11_init_args), e.g.\n"
+    "                       NSS's softoken: \"configdir='sql:DIR' certPrefix='' ...\"\n"
     "  --delete-kek OLD     KEK rotation, last step: destroy the KEK labelled OLD, after\n"
     "                       checking that the KEK named by --kek-label (the one the server\n"
     "                       now uses) exists and works; refuses OLD = --kek-label. Run it\n"
@@ -67,6 +74,8 @@ struct Options {
     bool init_token = false;
     bool check = false;
     std::string delete_kek;
+    envelope::WrapChoice wrap = envelope::WrapChoice::automatic;
+    std::string init_args;
 };
 
 Options parse_args(int argc, char **argv) {
@@ -108,6 +117,14 @@ Options parse_args(int argc, char **argv) {
         } else if (arg == "--delete-kek") {
             o.delete_kek = take();
             if (o.delete_kek.empty()) throw UsageError{"--delete-kek needs a label"};
+        } else if (arg == "--wrap-mechanism") {
+            std::string name = take();
+            if (!envelope::parse_wrap_choice(name, &o.wrap)) {
+                throw UsageError{
+                    "--wrap-mechanism must be auto, aes_gcm, aes_kw, aes_kwp or ecb_kw"};
+            }
+        } else if (arg == "--init-args") {
+            o.init_args = take();
         } else if (arg == "--check") {
             no_value();
             o.check = true;
@@ -249,11 +266,21 @@ std::vector<CK_OBJECT_HANDLE> find_keys(Pkcs11Client &client, const std::string 
     return find_objects(client, tmpl, 2);
 }
 
-void generate_kek(Pkcs11Client &client, const std::string &label) {
+// Whether the KEK must allow C_WrapKey/C_UnwrapKey: only when the token's own key-wrap
+// mechanism will wrap (the least a KEK may do otherwise is encrypt and decrypt).
+bool kek_needs_wrap(Pkcs11Client &client, envelope::WrapChoice choice) {
+    using envelope::WrapChoice;
+    if (choice == WrapChoice::aes_kw || choice == WrapChoice::aes_kwp) return true;
+    if (choice != WrapChoice::automatic) return false;
+    const envelope::WrapSupport &s = client.probe_wrap_support();
+    return !s.gcm && (s.kw != CK_UNAVAILABLE_INFORMATION || s.kwp != CK_UNAVAILABLE_INFORMATION);
+}
+
+void generate_kek(Pkcs11Client &client, const std::string &label, bool allow_wrap) {
     CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
     CK_KEY_TYPE type = CKK_AES;
     CK_ULONG len = 32;
-    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE, wrap = allow_wrap ? CK_TRUE : CK_FALSE;
     CK_ATTRIBUTE tmpl[] = {
         {CKA_CLASS, &cls, sizeof cls},
         {CKA_KEY_TYPE, &type, sizeof type},
@@ -264,8 +291,8 @@ void generate_kek(Pkcs11Client &client, const std::string &label) {
         {CKA_EXTRACTABLE, &no, sizeof no},
         {CKA_ENCRYPT, &yes, sizeof yes},
         {CKA_DECRYPT, &yes, sizeof yes},
-        {CKA_WRAP, &no, sizeof no},
-        {CKA_UNWRAP, &no, sizeof no},
+        {CKA_WRAP, &wrap, sizeof wrap},
+        {CKA_UNWRAP, &wrap, sizeof wrap},
         {CKA_SIGN, &no, sizeof no},
         {CKA_VERIFY, &no, sizeof no},
         {CKA_DERIVE, &no, sizeof no},
@@ -325,7 +352,7 @@ bool ensure_kek(Pkcs11Client &client, const Options &o, CK_OBJECT_HANDLE *kek) {
             throw ToolError{"no secret key labelled '" + o.kek_label + "' on token '" +
                             o.token_label + "'"};
         }
-        generate_kek(client, o.kek_label);
+        generate_kek(client, o.kek_label, kek_needs_wrap(client, o.wrap));
         *kek = client.find_secret_key(o.kek_label);
         verify_kek(client, *kek, o.kek_label);
         std::printf("KEK '%s': created\n", o.kek_label.c_str());
@@ -395,7 +422,7 @@ bool delete_old_kek(Pkcs11Client &client, const Options &o) {
 }
 
 int run(const Options &o) {
-    Pkcs11Client client(o.module);
+    Pkcs11Client client(o.module, o.init_args);
     bool changed = ensure_token(client, o);
     {
         SecureBuffer pin = envelope::read_pin_file(o.pin_file);
@@ -407,6 +434,8 @@ int run(const Options &o) {
                         "--kek-label ('" + o.kek_label + "') does not exist on the token"};
     }
     changed = ensure_kek(client, o, &kek) || changed;
+    client.choose_wrapping(o.wrap, kek);
+    std::printf("wrapping: %s\n", client.wrap_description().c_str());
     self_test(client, kek);
     if (!o.delete_kek.empty()) {
         if (o.check) throw UsageError{"--check and --delete-kek exclude each other"};

@@ -35,6 +35,21 @@ make_pg_dir() {
 # envelope_settings_NAME (same contracts as below). test/integration/run runs the provider
 # matrix with it.
 PGE_TOKEN=${PGE_TOKEN:-softhsm}
+
+# provision_tool (for providers): pg_envelope_provision on PATH, else the build tree's.
+provision_tool() {
+  command -v pg_envelope_provision 2>/dev/null || echo "$ENVELOPE_ROOT/build/pg_envelope_provision"
+}
+
+# new_pin_file FILE DIGITS (for providers): a random numeric PIN, mode 0600, owned by the server user.
+new_pin_file() {
+  [[ -f $1 ]] && return 0
+  local digits
+  digits=$(od -An -N16 -tu8 /dev/urandom | tr -dc '0-9')
+  printf '%s\n' "${digits:0:$2}" | as_pg tee "$1" >/dev/null
+  as_pg chmod 600 "$1"
+}
+
 for provider_file in "$ENVELOPE_ROOT"/script/providers/*.sh; do
   # shellcheck source=/dev/null
   [[ -e $provider_file ]] && source "$provider_file"

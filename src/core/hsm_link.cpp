@@ -52,6 +52,7 @@ struct HsmLink::Connection {
     std::unique_ptr<Pkcs11Client> client;
     CK_OBJECT_HANDLE kek = CK_INVALID_HANDLE;
     std::string kek_label;
+    std::string wrap_mechanism;
     // Other KEKs, found by label when a wrapped DEK names them (during a KEK rotation).
     std::map<std::string, CK_OBJECT_HANDLE> other_keks;
 
@@ -74,12 +75,15 @@ HsmResult HsmLink::connect(const HsmSettings &s) noexcept {
     disconnect();
     HsmResult r = capture([&] {
         auto c = std::make_unique<Connection>();
-        c->client = std::make_unique<Pkcs11Client>(s.module_path);
+        c->client = std::make_unique<Pkcs11Client>(
+            s.module_path, s.init_reserved != nullptr ? s.init_reserved : "");
         c->client->open_token(s.token_label);
         SecureBuffer pin = read_pin_file(s.pin_file);
         c->client->login(pin.view());
         c->kek = c->client->find_secret_key(s.kek_label);
         c->kek_label = s.kek_label;
+        c->client->choose_wrapping(s.wrap_choice, c->kek);
+        c->wrap_mechanism = c->client->wrap_description();
         connection_ = c.release();
     });
     if (!r.ok) disconnect();
@@ -98,6 +102,10 @@ bool HsmLink::connected() const noexcept {
 
 bool HsmLink::alive() noexcept {
     return connection_ != nullptr && connection_->client->session_alive();
+}
+
+const char *HsmLink::wrap_mechanism() const noexcept {
+    return connection_ != nullptr ? connection_->wrap_mechanism.c_str() : "";
 }
 
 HsmResult HsmLink::create_dek(ByteView identity, uint8_t key_out[kDekSize], uint8_t *wrapped_out,

@@ -282,6 +282,8 @@ const char *pkcs11_failure_name(Pkcs11Failure f) noexcept {
             return "ikm_command";
         case Pkcs11Failure::ikm_salt:
             return "ikm_salt";
+        case Pkcs11Failure::mechanism:
+            return "mechanism";
         case Pkcs11Failure::other:
             return "other";
     }
@@ -364,8 +366,12 @@ SecureBuffer read_pin_file(const std::string &path) {
     return SecureBuffer(raw.data(), len);
 }
 
-Pkcs11Client::Pkcs11Client(const std::string &module_path) : module_path_(module_path) {
-    handle_ = ::dlopen(module_path.c_str(), RTLD_NOW | RTLD_LOCAL);
+Pkcs11Client::Pkcs11Client(const std::string &module_path, const std::string &init_reserved)
+    : module_path_(module_path) {
+    // RTLD_NODELETE: modules may leave threads or exit handlers behind after C_Finalize
+    // (openCryptoki's event thread does), so a module is never unmapped once loaded; a later
+    // connection reuses it.
+    handle_ = ::dlopen(module_path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
     if (handle_ == nullptr) {
         const char *err = ::dlerror();
         throw Pkcs11Error(Pkcs11Failure::module_load, CKR_OK,
@@ -389,6 +395,8 @@ Pkcs11Client::Pkcs11Client(const std::string &module_path) : module_path_(module
     }
     CK_C_INITIALIZE_ARGS args{};
     args.flags = CKF_OS_LOCKING_OK;
+    std::string reserved = init_reserved;  // the module may keep the pointer until it returns
+    if (!reserved.empty()) args.pReserved = reserved.data();
     rv = fn_->C_Initialize(&args);
     if (rv == CKR_OK) {
         finalize_ = true;
@@ -538,7 +546,7 @@ CK_GCM_PARAMS gcm_params(uint8_t *iv, std::vector<uint8_t> &aad) {
 
 }  // namespace
 
-std::vector<uint8_t> Pkcs11Client::wrap_dek(CK_OBJECT_HANDLE kek, ByteView dek, ByteView identity) {
+std::vector<uint8_t> Pkcs11Client::wrap_gcm(CK_OBJECT_HANDLE kek, ByteView dek, ByteView identity) {
     if (dek.size != kDekSize) {
         throw Pkcs11Error(Pkcs11Failure::other, CKR_OK,
                           "a DEK must have " + std::to_string(kDekSize) + " bytes");
@@ -565,7 +573,7 @@ std::vector<uint8_t> Pkcs11Client::wrap_dek(CK_OBJECT_HANDLE kek, ByteView dek, 
     return out;
 }
 
-SecureBuffer Pkcs11Client::unwrap_dek(CK_OBJECT_HANDLE kek, ByteView wrapped, ByteView identity) {
+SecureBuffer Pkcs11Client::unwrap_gcm(CK_OBJECT_HANDLE kek, ByteView wrapped, ByteView identity) {
     if (wrapped.size != kWrappedDekSize) {
         throw Pkcs11Error(Pkcs11Failure::malformed, CKR_OK,
                           "wrapped DEK has " + std::to_string(wrapped.size) + " bytes, expected " +
@@ -613,18 +621,23 @@ void Pkcs11Client::aes_ecb(CK_OBJECT_HANDLE key, bool encrypt, const uint8_t *in
         throw Pkcs11Error(Pkcs11Failure::other, CKR_OK, "AES-ECB input must be whole blocks");
     }
     CK_MECHANISM mech{CKM_AES_ECB, nullptr, 0};
-    // The module takes non-const pointers; it gets a private copy (wiped: it may be a key).
-    SecureBuffer input(in, len);
+    // PKCS#11 declares the input non-const but only reads it; in and out may be the same.
+    CK_BYTE_PTR input = const_cast<CK_BYTE_PTR>(in);
+    uint8_t block[16];
+    const bool same = in == out && len == 16;  // modules may not allow overlapping buffers
+    uint8_t *dest = same ? block : out;
     CK_ULONG out_len = static_cast<CK_ULONG>(len);
+    CK_RV rv;
     if (encrypt) {
         check(fn_->C_EncryptInit(session_, &mech, key), failure, "C_EncryptInit (AES-ECB)");
-        check(fn_->C_Encrypt(session_, input.data(), static_cast<CK_ULONG>(len), out, &out_len),
-              failure, "C_Encrypt (AES-ECB)");
+        rv = fn_->C_Encrypt(session_, input, static_cast<CK_ULONG>(len), dest, &out_len);
     } else {
         check(fn_->C_DecryptInit(session_, &mech, key), failure, "C_DecryptInit (AES-ECB)");
-        check(fn_->C_Decrypt(session_, input.data(), static_cast<CK_ULONG>(len), out, &out_len),
-              failure, "C_Decrypt (AES-ECB)");
+        rv = fn_->C_Decrypt(session_, input, static_cast<CK_ULONG>(len), dest, &out_len);
     }
+    if (same && rv == CKR_OK) std::memcpy(out, block, 16);
+    secure_zero(block, sizeof block);
+    check(rv, failure, encrypt ? "C_Encrypt (AES-ECB)" : "C_Decrypt (AES-ECB)");
     if (out_len != len) {
         throw Pkcs11Error(failure, CKR_OK,
                           "AES-ECB returned " + std::to_string(out_len) + " bytes instead of " +

@@ -38,11 +38,30 @@ class Pkcs11Error : public std::runtime_error {
 // The message of a thrown error names the path, never the content.
 SecureBuffer read_pin_file(const std::string &path);
 
+// What a token offers for wrapping DEKs: from its mechanism list, and for key wrap from
+// known-answer tests (a mechanism number alone does not say which RFC it implements: NSS's
+// CKM_AES_KEY_WRAP_PAD is not RFC 5649, SoftHSM2's is).
+struct WrapSupport {
+    bool probed = false;
+    bool gcm = false;                                    // CKM_AES_GCM encrypt + decrypt
+    bool ecb = false;                                    // CKM_AES_ECB encrypt + decrypt
+    CK_MECHANISM_TYPE kw = CK_UNAVAILABLE_INFORMATION;   // a mechanism that is RFC 3394
+    CK_MECHANISM_TYPE kwp = CK_UNAVAILABLE_INFORMATION;  // a mechanism that is RFC 5649
+};
+
+// "auto", "aes_gcm", "aes_kw", "aes_kwp", "ecb_kw" (the names of envelope.wrap_mechanism).
+bool parse_wrap_choice(const std::string &name, WrapChoice *out);
+const char *wrap_choice_name(WrapChoice c);
+// Human name of a wrapped DEK's format byte: "aes-gcm", "rfc3394", "rfc5649", "unknown".
+const char *wrap_format_name(uint8_t format);
+
 class Pkcs11Client {
   public:
     // dlopen(module_path), C_GetFunctionList, C_Initialize (CKR_CRYPTOKI_ALREADY_INITIALIZED
-    // is accepted). Throws module_load / initialize.
-    explicit Pkcs11Client(const std::string &module_path);
+    // is accepted) with init_reserved (if not empty) as pReserved: the module-specific
+    // initialisation string some modules need (NSS's softoken: its database directory).
+    // Throws module_load / initialize.
+    explicit Pkcs11Client(const std::string &module_path, const std::string &init_reserved = "");
     ~Pkcs11Client();  // closes the session, C_Finalize (if we initialized), dlclose
     Pkcs11Client(const Pkcs11Client &) = delete;
     Pkcs11Client &operator=(const Pkcs11Client &) = delete;
@@ -55,12 +74,28 @@ class Pkcs11Client {
     // Finds exactly one CKO_SECRET_KEY with this CKA_LABEL. Throws key_not_found.
     CK_OBJECT_HANDLE find_secret_key(const std::string &label);
 
+    // Probes the token (mechanism list, key-wrap known-answer tests on session objects) and
+    // chooses how wrap_dek wraps with this KEK. Throws mechanism when the choice is impossible
+    // (automatic: the token has neither GCM, nor key wrap, nor ECB).
+    void choose_wrapping(WrapChoice choice, CK_OBJECT_HANDLE kek);
+    // What choose_wrapping found and chose, e.g. "CKM_AES_GCM" or
+    // "RFC 3394 from CKM_AES_ECB"; "" before it ran.
+    const WrapSupport &wrap_support() const { return support_; }
+    // Probes what the token offers (choose_wrapping does this itself).
+    const WrapSupport &probe_wrap_support();
+    std::string wrap_description() const;
+    // The format byte wrap_dek produces.
+    uint8_t wrap_format() const;
+
     // Random bytes from the token (C_GenerateRandom).
     SecureBuffer generate_random(size_t n);
-    // Wraps a 32-byte DEK under the KEK, bound to identity. Returns kWrappedDekSize bytes.
+    // Wraps a 32-byte DEK under the KEK, bound to identity, the way choose_wrapping chose
+    // (AES-GCM if it never ran and the token has it). Returns a wrapped DEK of that format.
     std::vector<uint8_t> wrap_dek(CK_OBJECT_HANDLE kek, ByteView dek, ByteView identity);
-    // Unwraps; throws malformed for a wrong length/version, unwrap_auth for a tag mismatch
-    // (SoftHSM reports CKR_GENERAL_ERROR / CKR_ENCRYPTED_DATA_INVALID for that).
+    // Unwraps a DEK of any format the token can open (by its first byte); throws malformed for
+    // a wrong length/format, unwrap_auth when it does not authenticate (SoftHSM reports
+    // CKR_GENERAL_ERROR, NSS CKR_ENCRYPTED_DATA_INVALID for a bad GCM tag), mechanism when the
+    // token cannot open that format.
     SecureBuffer unwrap_dek(CK_OBJECT_HANDLE kek, ByteView wrapped, ByteView identity);
 
     // Single-part AES-ECB with a key on the token (C_Encrypt/C_Decrypt, CKM_AES_ECB): len is a
@@ -86,6 +121,23 @@ class Pkcs11Client {
 
   private:
     void check(CK_RV rv, Pkcs11Failure failure, const char *what);
+    bool key_wrap_kat(CK_MECHANISM_TYPE mech, bool rfc5649);
+    bool key_allows(CK_OBJECT_HANDLE key, CK_ATTRIBUTE_TYPE attr);
+    CK_OBJECT_HANDLE create_session_secret(ByteView value, bool aes_wrapping_key);
+    void destroy_object(CK_OBJECT_HANDLE h) noexcept;
+    std::vector<uint8_t> token_key_wrap(CK_MECHANISM_TYPE mech, CK_OBJECT_HANDLE kek,
+                                        ByteView data);
+    SecureBuffer token_key_unwrap(CK_MECHANISM_TYPE mech, CK_OBJECT_HANDLE kek, ByteView blob,
+                                  size_t expected_len);
+    std::vector<uint8_t> wrap_gcm(CK_OBJECT_HANDLE kek, ByteView dek, ByteView identity);
+    SecureBuffer unwrap_gcm(CK_OBJECT_HANDLE kek, ByteView wrapped, ByteView identity);
+    std::vector<uint8_t> wrap_kw(CK_OBJECT_HANDLE kek, ByteView dek, ByteView identity,
+                                 uint8_t format);
+    SecureBuffer unwrap_kw(CK_OBJECT_HANDLE kek, ByteView wrapped, ByteView identity);
+
+    WrapSupport support_;
+    WrapChoice chosen_ = WrapChoice::aes_gcm;
+    bool chosen_set_ = false;
 
     std::string module_path_;
     std::string token_label_;

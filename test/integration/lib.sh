@@ -43,6 +43,10 @@ it_cleanup() {
       tail -n 40 "$IT_TMP/$name.log"
     fi
   done
+  # Providers with system-wide state (openCryptoki) clean their token up.
+  if [[ -n $IT_TMP ]] && declare -F "teardown_token_$PGE_TOKEN" >/dev/null; then
+    "teardown_token_$PGE_TOKEN" "$IT_HSM" >/dev/null 2>&1
+  fi
   if [[ -n $IT_TMP && -d $IT_TMP ]]; then
     if [[ ${KEEP_TMP:-0} == 1 ]]; then
       echo "$IT_NAME: kept $IT_TMP"

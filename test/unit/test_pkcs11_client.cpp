@@ -94,13 +94,13 @@ class Pkcs11ClientTest : public ::testing::Test {
         return r;
     }
 
-    // A client with the token open, logged in, and the KEK handle in kek_.
-    std::unique_ptr<Pkcs11Client> connect() {
+    // A client with the token open, logged in, and the KEK (kek_label) handle in kek_.
+    std::unique_ptr<Pkcs11Client> connect(const char *kek_label = kKek) {
         auto c = std::make_unique<Pkcs11Client>(kModule);
         c->open_token(kToken);
         SecureBuffer pin = read_pin_file(pin_path());
         c->login(pin.view());
-        kek_ = c->find_secret_key(kKek);
+        kek_ = c->find_secret_key(kek_label);
         return c;
     }
 
@@ -488,6 +488,115 @@ TEST(Pkcs11RvNames, KnownAndUnknownCodes) {
     EXPECT_EQ(ck_rv_describe(CKR_PIN_LOCKED).rfind("CKR_PIN_LOCKED: ", 0), 0u);
     EXPECT_EQ(ck_rv_describe(CKR_NEXT_OTP), "CKR_NEXT_OTP");
     EXPECT_STREQ(pkcs11_failure_name(Pkcs11Failure::unwrap_auth), "unwrap_auth");
+}
+
+}  // namespace
+}  // namespace envelope
+
+namespace envelope {
+namespace {
+
+// Every way of wrapping on SoftHSM2: AES-GCM (v1), its RFC 3394 CKM_AES_KEY_WRAP (v2), its
+// CKM_AES_KEY_WRAP_PAD, which the known-answer test identifies as RFC 5649 (v3), and RFC 3394
+// computed from CKM_AES_ECB (v2, the same bytes as the token's key wrap).
+TEST_F(Pkcs11ClientTest, EveryWrapChoiceRoundTripsAndRejectsTampering) {
+    ToolRun add = run_tool("--kek-label kek-kw --wrap-mechanism aes_kw");
+    ASSERT_EQ(add.exit_code, 0) << add.output;
+    EXPECT_NE(add.output.find("wrapping: CKM_AES_KEY_WRAP (RFC 3394)"), std::string::npos)
+        << add.output;
+    auto c = connect("kek-kw");
+    CK_OBJECT_HANDLE kek = kek_;
+    const WrapSupport &s = c->probe_wrap_support();
+    EXPECT_TRUE(s.gcm);
+    EXPECT_TRUE(s.ecb);
+    EXPECT_EQ(s.kw, CK_MECHANISM_TYPE{0x2109}) << "CKM_AES_KEY_WRAP is RFC 3394";
+    EXPECT_EQ(s.kwp, CK_MECHANISM_TYPE{0x210A}) << "SoftHSM2's CKM_AES_KEY_WRAP_PAD is RFC 5649";
+
+    SecureBuffer dek = c->generate_random(kDekSize);
+    const std::string id = "dek:0123456789abcdef0123456789abcdef";
+    struct Case {
+        WrapChoice choice;
+        uint8_t format;
+        size_t size;
+        const char *description;
+    };
+    const Case cases[] = {
+        {WrapChoice::aes_gcm, kWrapFormatVersion, kWrappedDekSize, "CKM_AES_GCM"},
+        {WrapChoice::aes_kw, kWrapFormatKw, kWrappedDekKwSize, "CKM_AES_KEY_WRAP (RFC 3394)"},
+        {WrapChoice::aes_kwp, kWrapFormatKwp, kWrappedDekKwSize, "CKM_AES_KEY_WRAP_PAD (RFC 5649)"},
+        {WrapChoice::ecb_kw, kWrapFormatKw, kWrappedDekKwSize, "RFC 3394 from CKM_AES_ECB"},
+    };
+    std::vector<std::vector<uint8_t>> wrapped;
+    for (const Case &k : cases) {
+        SCOPED_TRACE(wrap_choice_name(k.choice));
+        c->choose_wrapping(k.choice, kek);
+        EXPECT_EQ(c->wrap_description(), k.description);
+        std::vector<uint8_t> w = c->wrap_dek(kek, dek.view(), bytes(id));
+        ASSERT_EQ(w.size(), k.size);
+        EXPECT_EQ(w[0], k.format);
+        SecureBuffer back = c->unwrap_dek(kek, ByteView(w.data(), w.size()), bytes(id));
+        ASSERT_EQ(back.size(), kDekSize);
+        EXPECT_EQ(std::memcmp(back.data(), dek.data(), kDekSize), 0);
+        EXPECT_EQ(failure_of([&] {
+                      c->unwrap_dek(kek, ByteView(w.data(), w.size()), bytes("dek:other"));
+                  }),
+                  Pkcs11Failure::unwrap_auth);
+        for (size_t i = 1; i < w.size(); ++i) {
+            std::vector<uint8_t> t = w;
+            t[i] ^= 0x20;
+            EXPECT_EQ(
+                failure_of([&] { c->unwrap_dek(kek, ByteView(t.data(), t.size()), bytes(id)); }),
+                Pkcs11Failure::unwrap_auth)
+                << "byte " << i;
+        }
+        wrapped.push_back(w);
+    }
+    EXPECT_EQ(wrapped[1], wrapped[3]) << "the token's RFC 3394 and the one computed from ECB agree";
+    // Whatever wraps now, a keyring's older formats still open.
+    c->choose_wrapping(WrapChoice::ecb_kw, kek);
+    for (const auto &w : wrapped) {
+        SecureBuffer back = c->unwrap_dek(kek, ByteView(w.data(), w.size()), bytes(id));
+        EXPECT_EQ(std::memcmp(back.data(), dek.data(), kDekSize), 0);
+    }
+    // A format byte nobody wrote is malformed; a key-wrap blob of the wrong size too.
+    std::vector<uint8_t> odd = wrapped[1];
+    odd[0] = 9;
+    EXPECT_EQ(failure_of([&] { c->unwrap_dek(kek, ByteView(odd.data(), odd.size()), bytes(id)); }),
+              Pkcs11Failure::malformed);
+    EXPECT_EQ(failure_of([&] {
+                  c->unwrap_dek(kek, ByteView(wrapped[1].data(), wrapped[1].size() - 8), bytes(id));
+              }),
+              Pkcs11Failure::malformed);
+}
+
+TEST_F(Pkcs11ClientTest, KeyWrapNeedsAKekThatMayWrap) {
+    ToolRun add = run_tool("--kek-label kek-plain");
+    ASSERT_EQ(add.exit_code, 0) << add.output;
+    auto c = connect("kek-plain");  // made for GCM: encrypt/decrypt only
+    std::string msg;
+    EXPECT_EQ(failure_of([&] { c->choose_wrapping(WrapChoice::aes_kw, kek_); }, &msg),
+              Pkcs11Failure::mechanism);
+    EXPECT_NE(msg.find("CKA_WRAP"), std::string::npos) << msg;
+    // Automatic: GCM on SoftHSM2; ECB-computed key wrap needs nothing more of the KEK.
+    c->choose_wrapping(WrapChoice::automatic, kek_);
+    EXPECT_EQ(c->wrap_description(), "CKM_AES_GCM");
+    c->choose_wrapping(WrapChoice::ecb_kw, kek_);
+    EXPECT_EQ(c->wrap_description(), "RFC 3394 from CKM_AES_ECB");
+    ToolRun bad = run_tool("--wrap-mechanism nonsense");
+    EXPECT_EQ(bad.exit_code, 2) << bad.output;
+}
+
+TEST(WrapNames, ChoicesAndFormats) {
+    WrapChoice c;
+    for (const char *n : {"auto", "aes_gcm", "aes_kw", "aes_kwp", "ecb_kw"}) {
+        ASSERT_TRUE(parse_wrap_choice(n, &c)) << n;
+        EXPECT_STREQ(wrap_choice_name(c), n);
+    }
+    EXPECT_FALSE(parse_wrap_choice("AES_GCM", &c));
+    EXPECT_STREQ(wrap_format_name(1), "aes-gcm");
+    EXPECT_STREQ(wrap_format_name(2), "rfc3394");
+    EXPECT_STREQ(wrap_format_name(3), "rfc5649");
+    EXPECT_STREQ(wrap_format_name(0), "unknown");
 }
 
 }  // namespace

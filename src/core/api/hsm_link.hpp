@@ -17,6 +17,10 @@ struct HsmSettings {
     const char *token_label;
     const char *pin_file;
     const char *kek_label;
+    // pReserved of C_Initialize (envelope.pkcs11_init_args); nullptr or "" = none.
+    const char *init_reserved = nullptr;
+    // How new DEKs are wrapped (envelope.wrap_mechanism).
+    WrapChoice wrap_choice = WrapChoice::automatic;
 };
 
 class HsmLink final : public KekLink {
@@ -33,6 +37,9 @@ class HsmLink final : public KekLink {
     bool connected() const noexcept override;
     // False when the session stopped working (token removed, device error).
     bool alive() noexcept override;
+    // How connect() chose to wrap new DEKs on this token, e.g. "CKM_AES_GCM" or
+    // "RFC 3394 from CKM_AES_ECB"; "" when not connected.
+    const char *wrap_mechanism() const noexcept;
 
     // Generates a DEK on the token and wraps it; key_out receives the plaintext DEK.
     HsmResult create_dek(ByteView identity, uint8_t key_out[kDekSize], uint8_t *wrapped_out,

@@ -40,6 +40,8 @@ char connected_module[MAXPGPATH];
 char connected_token[kLabelSize];
 char connected_pin_file[MAXPGPATH];
 char connected_kek[kLabelSize];
+char connected_init_args[MAXPGPATH];
+int connected_wrap_mechanism = -1;
 int backoff_ms = 1000;
 TimestampTz next_attempt = 0;
 // A wrong PIN is retried slowly (tokens lock after a few wrong PINs); a missing or failing
@@ -83,7 +85,9 @@ bool settings_changed() {
     return strcmp(connected_module, setting_pkcs11_module) != 0 ||
            strcmp(connected_token, setting_token_label) != 0 ||
            strcmp(connected_pin_file, setting_pin_file) != 0 ||
-           strcmp(connected_kek, setting_kek_label) != 0;
+           strcmp(connected_kek, setting_kek_label) != 0 ||
+           strcmp(connected_init_args, setting_pkcs11_init_args) != 0 ||
+           connected_wrap_mechanism != setting_wrap_mechanism;
 }
 
 // The path of envelope.ikm_command without its arguments (they could carry anything): what
@@ -102,6 +106,7 @@ bool connect_ikm() {
     char path[MAXPGPATH];
     ikm_command_path(path);
     keeper_status_connecting(path, "", setting_kek_label);
+    keeper_status_wrapping("ikm_command", "");
     link = &ikm_link;
     connected_provider = kek_ikm_command;
     strlcpy(connected_ikm_command, setting_ikm_command, sizeof connected_ikm_command);
@@ -134,6 +139,7 @@ bool connect_ikm() {
     }
     backoff_ms = 1000;
     last_logged_error[0] = '\0';
+    keeper_status_wrapping("ikm_command", "AES-256-GCM in software (HKDF-derived KEK)");
     keeper_status_connected(!load_scheduler_active());
     ereport(LOG, (errmsg("pg_envelope keeper: KEK \"%s\" derived from the IKM of \"%s\"",
                          setting_kek_label, path)));
@@ -152,6 +158,9 @@ bool connect_hsm() {
     strlcpy(connected_token, setting_token_label, sizeof connected_token);
     strlcpy(connected_pin_file, setting_pin_file, sizeof connected_pin_file);
     strlcpy(connected_kek, setting_kek_label, sizeof connected_kek);
+    strlcpy(connected_init_args, setting_pkcs11_init_args, sizeof connected_init_args);
+    connected_wrap_mechanism = setting_wrap_mechanism;
+    keeper_status_wrapping("pkcs11", "");
 
     if (setting_pin_file[0] == '\0') {
         record_failure("envelope.pin_file is not set", false, envelope::Pkcs11Failure::pin_file);
@@ -159,6 +168,8 @@ bool connect_hsm() {
     }
     envelope::HsmSettings hs{setting_pkcs11_module, setting_token_label, setting_pin_file,
                              setting_kek_label};
+    hs.init_reserved = setting_pkcs11_init_args;
+    hs.wrap_choice = static_cast<envelope::WrapChoice>(setting_wrap_mechanism);
     envelope::HsmResult r = pkcs11_link.connect(hs);
     if (!r.ok) {
         record_failure(r.message, false, r.failure);
@@ -166,9 +177,11 @@ bool connect_hsm() {
     }
     backoff_ms = 1000;
     last_logged_error[0] = '\0';
+    keeper_status_wrapping("pkcs11", pkcs11_link.wrap_mechanism());
     keeper_status_connected(!load_scheduler_active());
-    ereport(LOG, (errmsg("pg_envelope keeper: logged in to token \"%s\", KEK \"%s\" found",
-                         setting_token_label, setting_kek_label)));
+    ereport(LOG, (errmsg("pg_envelope keeper: logged in to token \"%s\", KEK \"%s\" found; "
+                         "new keys are wrapped with %s",
+                         setting_token_label, setting_kek_label, pkcs11_link.wrap_mechanism())));
     last_health_check = GetCurrentTimestamp();
     return true;
 }
@@ -253,10 +266,11 @@ void perform(const KeeperRequest &in, KeeperRequest &out) {
     }
     if (in.kind == RequestKind::unwrap) {
         if (key_cache_contains(in.database, in.id)) return;
-        if (in.wrapped_len != envelope::kWrappedDekSize) {
+        if (!envelope::wrapped_dek_size_ok(in.wrapped_len)) {
             out.error = KeyError::malformed;
-            snprintf(out.message, sizeof out.message, "wrapped key is %u bytes, expected %zu",
-                     in.wrapped_len, envelope::kWrappedDekSize);
+            snprintf(out.message, sizeof out.message,
+                     "wrapped key is %u bytes, expected %zu (AES-GCM) or %zu (key wrap)",
+                     in.wrapped_len, envelope::kWrappedDekSize, envelope::kWrappedDekKwSize);
             return;
         }
         envelope::HsmResult r = with_reconnect([&] {
@@ -277,8 +291,9 @@ void perform(const KeeperRequest &in, KeeperRequest &out) {
         }
         size_t wrapped_len = 0;
         envelope::HsmResult r = with_reconnect([&] {
-            return pkcs11_link.import_legacy_dek(in.kek_label, {in.wrapped, in.wrapped_len}, identity_view,
-                                         key, out.wrapped, sizeof out.wrapped, &wrapped_len);
+            return pkcs11_link.import_legacy_dek(in.kek_label, {in.wrapped, in.wrapped_len},
+                                                 identity_view, key, out.wrapped,
+                                                 sizeof out.wrapped, &wrapped_len);
         });
         if (!r.ok) {
             envelope::secure_zero(key, envelope::kDekSize);

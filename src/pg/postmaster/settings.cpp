@@ -3,6 +3,8 @@
 #include "shmem/key_cache.hpp"
 #include "shmem/key_stats.hpp"
 
+#include "hsm_types.hpp"
+
 namespace envelope::pg {
 
 char *setting_pkcs11_module = nullptr;
@@ -12,6 +14,8 @@ char *setting_kek_label = nullptr;
 int setting_kek_provider = kek_pkcs11;
 char *setting_ikm_command = nullptr;
 int setting_ikm_timeout_ms = 10000;
+char *setting_pkcs11_init_args = nullptr;
+int setting_wrap_mechanism = static_cast<int>(envelope::WrapChoice::automatic);
 int setting_request_timeout_ms = 10000;
 char *setting_default_key = nullptr;
 int setting_pad_block = 16;
@@ -32,6 +36,16 @@ const struct config_enum_entry io_mode_options[] = {
     {"plaintext", io_plaintext, false},
     {"sealed", io_sealed, false},
     {"auto", io_auto, false},
+    {nullptr, 0, false},
+};
+
+// Names as in parse_wrap_choice (pkcs11_client), values envelope::WrapChoice.
+const struct config_enum_entry wrap_mechanism_options[] = {
+    {"auto", static_cast<int>(envelope::WrapChoice::automatic), false},
+    {"aes_gcm", static_cast<int>(envelope::WrapChoice::aes_gcm), false},
+    {"aes_kw", static_cast<int>(envelope::WrapChoice::aes_kw), false},
+    {"aes_kwp", static_cast<int>(envelope::WrapChoice::aes_kwp), false},
+    {"ecb_kw", static_cast<int>(envelope::WrapChoice::ecb_kw), false},
     {nullptr, 0, false},
 };
 
@@ -87,6 +101,19 @@ void define_settings() {
                             "How long envelope.ikm_command may run before it is killed.", nullptr,
                             &setting_ikm_timeout_ms, 10000, 100, 600000, PGC_SIGHUP,
                             GUC_UNIT_MS | GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
+    DefineCustomStringVariable(
+        "envelope.pkcs11_init_args",
+        "Module-specific string passed to C_Initialize as pReserved (NSS's softoken needs its "
+        "database directory here); empty = none.",
+        nullptr, &setting_pkcs11_init_args, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY, nullptr, nullptr,
+        nullptr);
+    DefineCustomEnumVariable(
+        "envelope.wrap_mechanism",
+        "How new data keys are wrapped: auto (the best the token offers: AES-GCM, then RFC "
+        "3394/5649 key wrap, then RFC 3394 computed from AES-ECB), or aes_gcm, aes_kw, aes_kwp, "
+        "ecb_kw to insist on one.",
+        nullptr, &setting_wrap_mechanism, static_cast<int>(envelope::WrapChoice::automatic),
+        wrap_mechanism_options, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
     DefineCustomIntVariable(
         "envelope.max_keys", "Number of data keys the shared-memory cache can hold.", nullptr,
         &max_keys_setting, 1024, 16, 1000000, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);

@@ -11,6 +11,8 @@ extern char *setting_kek_label;
 extern int setting_kek_provider;  // KekProvider
 extern char *setting_ikm_command;
 extern int setting_ikm_timeout_ms;
+extern char *setting_pkcs11_init_args;
+extern int setting_wrap_mechanism;  // envelope::WrapChoice
 extern int setting_request_timeout_ms;
 extern char *setting_default_key;
 extern int setting_pad_block;

@@ -109,6 +109,13 @@ void keeper_status_connected(bool ready) {
     });
 }
 
+void keeper_status_wrapping(const char *provider, const char *mechanism) {
+    edit([&](KeeperStatus &s) {
+        strlcpy(s.kek_provider, provider, sizeof s.kek_provider);
+        strlcpy(s.wrap_mechanism, mechanism, sizeof s.wrap_mechanism);
+    });
+}
+
 void keeper_status_loading() {
     edit([](KeeperStatus &s) {
         s.state = KeeperState::loading;

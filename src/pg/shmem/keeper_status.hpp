@@ -25,6 +25,8 @@ struct KeeperStatus {
     char module[MAXPGPATH];
     char token_label[kLabelSize];
     char kek_label[kLabelSize];
+    char kek_provider[kLabelSize];    // "pkcs11" or "ikm_command"
+    char wrap_mechanism[kLabelSize];  // how new DEKs are wrapped, e.g. "CKM_AES_GCM"
     char last_error[kStatusMessageSize];
     TimestampTz last_error_at;
     TimestampTz ready_at;
@@ -51,6 +53,8 @@ void keeper_status_failure(const char *message, bool kek_found, TimestampTz retr
 // Logged in with the KEK found; `ready` when start-up loading is over (a reconnection).
 void keeper_status_connected(bool ready);
 void keeper_status_loading();
+// The provider and wrapping mechanism of the current connection ("" when disconnected).
+void keeper_status_wrapping(const char *provider, const char *mechanism);
 // Counts a key put in the cache (or one that could not be), at start-up and afterwards.
 void keeper_status_count_load(bool loaded);
 // Marks the keeper ready; returns the keys loaded and failures counted while loading.

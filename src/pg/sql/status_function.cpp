@@ -46,8 +46,8 @@ ENVELOPE_SQL_FUNCTION(envelope_status) {
     const KeeperStatus st = keeper_status_snapshot();
     const KeyCacheCounts cache = key_cache_counts(MyDatabaseId);
 
-    Datum v[16];
-    bool n[16] = {};
+    Datum v[18];
+    bool n[18] = {};
     v[0] = CStringGetTextDatum(keeper_state_name(st.state));
     n[1] = st.pid == 0;
     v[1] = Int32GetDatum(st.pid);
@@ -65,6 +65,10 @@ ENVELOPE_SQL_FUNCTION(envelope_status) {
     v[13] = Int64GetDatum(st.keys_loaded);
     v[14] = Int64GetDatum(st.load_failures);
     v[15] = Float8GetDatum(st.last_load_ms);
+    // Since 0.4.0; a database still at an older version declares 16 columns and never reads
+    // these (heap_form_tuple takes desc->natts values).
+    v[16] = text_or_null(st.kek_provider, &n[16]);
+    v[17] = text_or_null(st.wrap_mechanism, &n[17]);
     if (!may_see_details()) {
         for (int hidden : {1, 2, 3, 4, 6}) n[hidden] = true;
     }
