@@ -17,7 +17,12 @@ ock_start_daemon() {
   id -nG "$PG_USER" | grep -qw pkcs11 ||
     { echo "$PG_USER is not in group pkcs11 (run script/bootstrap)" >&2; return 1; }
   if ! pgrep -x pkcsslotd >/dev/null; then
-    systemd-tmpfiles --create /usr/lib/tmpfiles.d/opencryptoki.conf >/dev/null 2>&1 || true
+    # What the package's tmpfiles.d entry makes at boot (no systemd in containers).
+    local d
+    for d in /var/lock/opencryptoki /var/lock/opencryptoki/swtok /var/lib/opencryptoki \
+             /var/lib/opencryptoki/swtok /var/lib/opencryptoki/swtok/TOK_OBJ; do
+      mkdir -p "$d" && chgrp pkcs11 "$d" && chmod 0770 "$d" || return 1
+    done
     /usr/sbin/pkcsslotd || return 1
     touch "$dir/ock-started"
   fi
@@ -35,6 +40,8 @@ provision_token_opencryptoki() {
   ock_start_daemon "$dir" || return 1
   if [[ ! -f $dir/user.pin ]]; then
     new_pin_file "$dir/user.pin" 8  # the soft token takes 4 to 8 characters
+    printf '%s\n' "$OCK_SO_PIN" | as_pg tee "$dir/so.pin" >/dev/null  # tests grep logs for it
+    as_pg chmod 600 "$dir/so.pin"
     ock_reinit pg_envelope "$(head -n 1 "$dir/user.pin")" || return 1
   fi
   as_pg "$(provision_tool)" --module "$OCK_MODULE" --token-label pg_envelope \

@@ -193,8 +193,8 @@ SecureBuffer Pkcs11Client::token_key_unwrap(CK_MECHANISM_TYPE mech, CK_OBJECT_HA
     if (rv == CKR_WRAPPED_KEY_INVALID || rv == CKR_ENCRYPTED_DATA_INVALID ||
         rv == CKR_GENERAL_ERROR || rv == CKR_WRAPPED_KEY_LEN_RANGE || rv == CKR_FUNCTION_FAILED) {
         throw Pkcs11Error(Pkcs11Failure::unwrap_auth, rv,
-                          "wrapped DEK failed the key-wrap integrity check (" + ck_rv_name(rv) +
-                              "): it is corrupted or wrapped under another KEK");
+                          "wrapped DEK failed authentication (key-wrap integrity check, " +
+                              ck_rv_name(rv) + "): it is corrupted or wrapped under another KEK");
     }
     check(rv, Pkcs11Failure::other, "C_UnwrapKey");
     SecureBuffer value(expected_len);
@@ -383,8 +383,8 @@ SecureBuffer Pkcs11Client::unwrap_kw(CK_OBJECT_HANDLE kek, ByteView wrapped, Byt
         };
         if (!key_unwrap(variant, blob, aes, data) || data.size() != kDekSize + kWrapBindingSize) {
             throw Pkcs11Error(Pkcs11Failure::unwrap_auth, CKR_OK,
-                              "wrapped DEK failed the key-wrap integrity check: it is corrupted "
-                              "or wrapped under another KEK");
+                              "wrapped DEK failed authentication (key-wrap integrity check): it "
+                              "is corrupted or wrapped under another KEK");
         }
     } else {
         throw Pkcs11Error(Pkcs11Failure::mechanism, CKR_MECHANISM_INVALID,

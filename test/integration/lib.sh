@@ -156,6 +156,29 @@ status_at() {
     as_pg "$PG_BIN/psql" -h "$IT_SOCK" -p "$port" -U postgres -d "$db" -AtX -q -v ON_ERROR_STOP=1
 }
 
+# it_token_module / it_token_init_args: the PKCS#11 module of this test's token and its
+# C_Initialize string (NSS's softoken needs one), for tools that open the token themselves.
+it_token_module() {
+  case $PGE_TOKEN in
+    nss) echo "$NSS_SOFTOKN_MODULE" ;;
+    opencryptoki) echo "$OCK_MODULE" ;;
+    *) echo "$SOFTHSM_MODULE" ;;
+  esac
+}
+it_token_init_args() {
+  if [[ $PGE_TOKEN == nss ]]; then nss_init_args "$IT_HSM"; fi
+}
+
+# it_provision_tool ARGS...: pg_envelope_provision on this test's token (module, init string,
+# token label pg_envelope, the test's PIN file) with more arguments, as the server user.
+it_provision_tool() {
+  local args=(--module "$(it_token_module)" --token-label pg_envelope --pin-file "$IT_PIN_FILE")
+  local init
+  init=$(it_token_init_args)
+  [[ -n $init ]] && args+=(--init-args "$init")
+  as_pg SOFTHSM2_CONF="$IT_SOFTHSM_CONF" "$(provision_tool)" "${args[@]}" "$@" </dev/null
+}
+
 pass() { echo "ok - $*"; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
 

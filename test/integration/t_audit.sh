@@ -109,7 +109,8 @@ PROBE=$ENVELOPE_ROOT/build/envelope_test_dek_probe
 [[ -x $PROBE ]] || fail "test probe $PROBE not built"
 row=$(psql_at "$PORT" postgres "SELECT replace(id::text, '-', '') || ' ' || encode(wrapped_dek, 'hex')
   FROM envelope.keyring WHERE name = 'payroll' AND version = 1")
-dek=$(as_pg SOFTHSM2_CONF="$IT_SOFTHSM_CONF" "$PROBE" "$SOFTHSM_MODULE" pg_envelope "$IT_PIN_FILE" \
+dek=$(as_pg SOFTHSM2_CONF="$IT_SOFTHSM_CONF" ENVELOPE_PROBE_INIT_ARGS="$(it_token_init_args)" \
+  "$PROBE" "$(it_token_module)" pg_envelope "$IT_PIN_FILE" \
       pg_envelope-kek ${row}) || fail "probe could not unwrap the DEK"
 [[ $dek =~ ^[0-9a-f]{64}$ ]] || fail "probe output is not a 32-byte hex DEK"
 assert_file_not_contains "$LOG" "$dek" "no DEK (hex) in the log"

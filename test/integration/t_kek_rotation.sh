@@ -16,7 +16,6 @@ PORT_P=$((IT_PORT_BASE + 890))
 PORT_S=$((IT_PORT_BASE + 891))
 NKEYS=${KEK_ROTATION_KEYS:-10000}
 REWRAP=$ENVELOPE_ROOT/hsm/pg_envelope_rewrap
-PROVISION_TOOL=$(command -v pg_envelope_provision || echo "$ENVELOPE_ROOT/build/pg_envelope_provision")
 DBS=(db1 db2 db3)
 
 it_init
@@ -61,17 +60,18 @@ pg_start standby "$PORT_S"
 wait_ready standby "$PORT_S" ready 60
 assert_eq "$before" "$(digest "$PORT_S")" "the standby decrypts every value before the rotation"
 
+# secret_keys LABEL: the number of secret keys on the token, listed by the provisioning tool
+# (checking that the KEK LABEL exists).
 secret_keys() {
-  as_pg SOFTHSM2_CONF="$IT_SOFTHSM_CONF" pkcs11-tool --module "$SOFTHSM_MODULE" --token-label pg_envelope \
-    --login --pin "$(cat "$IT_PIN_FILE")" --list-objects --type secrkey 2>/dev/null | grep -c "^Secret Key Object" || true
+  it_provision_tool --kek-label "$1" --check 2>/dev/null | grep -c "^secret key on the token:" || true
 }
-assert_eq 1 "$(secret_keys)" "the token holds 1 secret key"
+assert_eq 1 "$(secret_keys pg_envelope-kek)" "the token holds 1 secret key"
 
 # ---- step 1: a second KEK beside the first; both servers use it for new wraps ----
 provision_token "$IT_HSM" --kek-label pg_envelope-kek2 >"$IT_TMP/provision2.log" 2>&1 ||
   { cat "$IT_TMP/provision2.log"; fail "provisioning the second KEK"; }
 assert_file_contains "$IT_TMP/provision2.log" "KEK 'pg_envelope-kek2': created" "the new KEK is created"
-assert_eq 2 "$(secret_keys)" "the token holds 2 secret keys during the rotation"
+assert_eq 2 "$(secret_keys pg_envelope-kek2)" "the token holds 2 secret keys during the rotation"
 for s in primary standby; do pg_conf "$s" "envelope.kek_label = 'pg_envelope-kek2'"; done
 as_pg "$PG_BIN/pg_ctl" -D "$IT_TMP/primary" reload >/dev/null
 as_pg "$PG_BIN/pg_ctl" -D "$IT_TMP/standby" reload >/dev/null
@@ -147,14 +147,13 @@ old=$(for db in "${DBS[@]}"; do psql_at "$PORT_P" "$db" "SELECT count(*) FROM en
 assert_eq "0+0+0" "$old" "no keyring row of any database references the old KEK"
 
 # ---- step 3: delete the old KEK (refused while it is the configured one), restart ----
-out=$(as_pg SOFTHSM2_CONF="$IT_SOFTHSM_CONF" "$PROVISION_TOOL" --module "$SOFTHSM_MODULE" --token-label pg_envelope --pin-file "$IT_PIN_FILE" \
-      --kek-label pg_envelope-kek --delete-kek pg_envelope-kek 2>&1 </dev/null) && fail "deleting the configured KEK succeeded"
+out=$(it_provision_tool --kek-label pg_envelope-kek --delete-kek pg_envelope-kek 2>&1) &&
+  fail "deleting the configured KEK succeeded"
 assert_contains "$out" "refusing to delete KEK" "the tool refuses to delete the KEK named by --kek-label"
-as_pg SOFTHSM2_CONF="$IT_SOFTHSM_CONF" "$PROVISION_TOOL" --module "$SOFTHSM_MODULE" --token-label pg_envelope \
-  --pin-file "$IT_PIN_FILE" --kek-label pg_envelope-kek2 --delete-kek pg_envelope-kek >"$IT_TMP/delete.log" 2>&1 ||
+it_provision_tool --kek-label pg_envelope-kek2 --delete-kek pg_envelope-kek >"$IT_TMP/delete.log" 2>&1 ||
   { cat "$IT_TMP/delete.log"; fail "deleting the old KEK"; }
 assert_file_contains "$IT_TMP/delete.log" "KEK 'pg_envelope-kek': deleted" "the old KEK is deleted"
-assert_eq 1 "$(secret_keys)" "the token holds 1 secret key again"
+assert_eq 1 "$(secret_keys pg_envelope-kek2)" "the token holds 1 secret key again"
 pg_restart primary
 pg_restart standby
 wait_ready primary "$PORT_P" ready 60

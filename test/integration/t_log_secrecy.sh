@@ -111,7 +111,9 @@ assert_file_not_contains "$LOG" "STATEMENT:" "pg_envelope's errors are logged wi
 assert_file_contains "$LOG" "CKR_PIN_INCORRECT" "the login failure was logged"
 assert_file_not_contains "$LOG" "$right_pin" "the right PIN is not in the log"
 assert_file_not_contains "$LOG" "$wrong_pin" "the wrong PIN is not in the log"
-assert_file_not_contains "$LOG" "$(head -n 1 "$IT_HSM/so.pin")" "the SO PIN is not in the log"
+if [[ -s $IT_HSM/so.pin ]]; then  # NSS's database token has no SO PIN
+  assert_file_not_contains "$LOG" "$(head -n 1 "$IT_HSM/so.pin")" "the SO PIN is not in the log"
+fi
 n=0
 while read -r hex b64 ct; do
   n=$((n + 1))

@@ -55,6 +55,8 @@ log=$(it_log a)
 assert_file_contains "$log" "DEBUG:" "the log was written at debug1"
 assert_file_not_contains "$log" "$wrong_pin" "the wrong PIN is not in the log"
 assert_file_not_contains "$log" "$right_pin" "the right PIN is not in the log"
-so_pin=$(head -n 1 "$IT_HSM/so.pin")
-assert_file_not_contains "$log" "$so_pin" "the SO PIN is not in the log"
+if [[ -s $IT_HSM/so.pin ]]; then  # NSS's database token has no SO PIN
+  so_pin=$(head -n 1 "$IT_HSM/so.pin")
+  assert_file_not_contains "$log" "$so_pin" "the SO PIN is not in the log"
+fi
 echo "t_pin_failure: all checks passed"

@@ -6,6 +6,7 @@
 #include "wipe.hpp"
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -32,7 +33,10 @@ int main(int argc, char **argv) {
         return 2;
     }
     envelope::HsmLink link;
-    envelope::HsmResult r = link.connect({argv[1], argv[2], argv[3], argv[4]});
+    envelope::HsmSettings settings{argv[1], argv[2], argv[3], argv[4]};
+    // The module's C_Initialize string, for tokens that need one (NSS's softoken).
+    settings.init_reserved = std::getenv("ENVELOPE_PROBE_INIT_ARGS");
+    envelope::HsmResult r = link.connect(settings);
     if (!r.ok) {
         std::fprintf(stderr, "connect: %s\n", r.message);
         return 1;

@@ -24,3 +24,25 @@ RESET ROLE;
 DROP ROLE provider_reader;
 -- The keeper is still on the PKCS#11 token this suite runs with.
 SELECT keeper_state, token_label <> '' AS has_token FROM envelope.status();
+-- How tokens wrap (README "PKCS#11 tokens and how they wrap"): envelope.wrap_mechanism and
+-- envelope.pkcs11_init_args come from the configuration file only; the init string (it names
+-- files) only superusers can read.
+SELECT name, setting, context, vartype, enumvals
+  FROM pg_settings
+ WHERE name IN ('envelope.wrap_mechanism', 'envelope.pkcs11_init_args')
+ ORDER BY name;
+SET envelope.wrap_mechanism = 'ecb_kw';
+ALTER ROLE CURRENT_USER SET envelope.pkcs11_init_args = 'configdir=''sql:/tmp''';
+ALTER SYSTEM SET envelope.wrap_mechanism = 'des';
+CREATE ROLE wrap_reader;
+SET ROLE wrap_reader;
+SHOW envelope.pkcs11_init_args;
+SHOW envelope.wrap_mechanism;
+RESET ROLE;
+DROP ROLE wrap_reader;
+-- status() says what the keeper uses; envelope.keys how each DEK is wrapped.
+SELECT kek_provider, wrap_mechanism FROM envelope.status();
+SELECT envelope.create_key('providers_wrapped') IS NOT NULL AS created;
+SELECT name, wrap_format FROM envelope.keys WHERE name = 'providers_wrapped';
+SELECT envelope._wrap_format('\x01'::bytea) AS gcm, envelope._wrap_format('\x02'::bytea) AS kw,
+       envelope._wrap_format('\x03'::bytea) AS kwp, envelope._wrap_format('\x07'::bytea) AS other;
