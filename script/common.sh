@@ -67,19 +67,24 @@ provision_token() {
   fi
 }
 
+# pkcs11_settings MODULE PIN_FILE [INIT_ARGS]: postgresql.conf lines that load pg_envelope
+# with the token labelled pg_envelope of MODULE and its KEK pg_envelope-kek.
+pkcs11_settings() {
+  echo "shared_preload_libraries = 'pg_envelope'"
+  echo "envelope.pkcs11_module = '$1'"
+  [[ -n ${3:-} ]] && echo "envelope.pkcs11_init_args = '${3//\'/\'\'}'"
+  echo "envelope.token_label = 'pg_envelope'"
+  echo "envelope.kek_label = 'pg_envelope-kek'"
+  echo "envelope.pin_file = '$2'"
+}
+
 # envelope_settings HSM_DIR: the postgresql.conf lines that load pg_envelope with that token.
 envelope_settings() {
   if [[ $PGE_TOKEN != softhsm ]]; then
     "envelope_settings_$PGE_TOKEN" "$1"
     return
   fi
-  cat <<CONF
-shared_preload_libraries = 'pg_envelope'
-envelope.pkcs11_module = '$SOFTHSM_MODULE'
-envelope.token_label = 'pg_envelope'
-envelope.kek_label = 'pg_envelope-kek'
-envelope.pin_file = '$1/user.pin'
-CONF
+  pkcs11_settings "$SOFTHSM_MODULE" "$1/user.pin"
 }
 
 # installed_scripts: the installed extension scripts (install script, then update scripts) in

@@ -23,14 +23,5 @@ provision_token_nss() {
 }
 
 envelope_settings_nss() {
-  local args
-  args=$(nss_init_args "$1")
-  cat <<CONF
-shared_preload_libraries = 'pg_envelope'
-envelope.pkcs11_module = '$NSS_SOFTOKN_MODULE'
-envelope.pkcs11_init_args = '${args//\'/\'\'}'
-envelope.token_label = 'pg_envelope'
-envelope.kek_label = 'pg_envelope-kek'
-envelope.pin_file = '$1/user.pin'
-CONF
+  pkcs11_settings "$NSS_SOFTOKN_MODULE" "$1/user.pin" "$(nss_init_args "$1")"
 }

@@ -57,11 +57,5 @@ teardown_token_opencryptoki() {
 }
 
 envelope_settings_opencryptoki() {
-  cat <<CONF
-shared_preload_libraries = 'pg_envelope'
-envelope.pkcs11_module = '$OCK_MODULE'
-envelope.token_label = 'pg_envelope'
-envelope.kek_label = 'pg_envelope-kek'
-envelope.pin_file = '$1/user.pin'
-CONF
+  pkcs11_settings "$OCK_MODULE" "$1/user.pin"
 }

@@ -56,6 +56,16 @@ struct HsmLink::Connection {
     // Other KEKs, found by label when a wrapped DEK names them (during a KEK rotation).
     std::map<std::string, CK_OBJECT_HANDLE> other_keks;
 
+    // Wraps dek bound to identity under the connected KEK into out (cap bytes).
+    void wrap_into(ByteView dek, ByteView identity, uint8_t *out, size_t cap, size_t *len) {
+        std::vector<uint8_t> wrapped = client->wrap_dek(kek, dek, identity);
+        if (wrapped.size() > cap) {
+            throw Pkcs11Error(Pkcs11Failure::other, 0, "wrapped key larger than expected");
+        }
+        std::memcpy(out, wrapped.data(), wrapped.size());
+        *len = wrapped.size();
+    }
+
     CK_OBJECT_HANDLE kek_for(const char *label) {
         if (label == nullptr || label[0] == '\0' || kek_label == label) return kek;
         auto it = other_keks.find(label);
@@ -113,13 +123,7 @@ HsmResult HsmLink::create_dek(ByteView identity, uint8_t key_out[kDekSize], uint
     if (!connection_) return not_connected();
     return capture([&] {
         SecureBuffer dek = connection_->client->generate_random(kDekSize);
-        std::vector<uint8_t> wrapped =
-            connection_->client->wrap_dek(connection_->kek, dek.view(), identity);
-        if (wrapped.size() > wrapped_cap) {
-            throw Pkcs11Error(Pkcs11Failure::other, 0, "wrapped key larger than expected");
-        }
-        std::memcpy(wrapped_out, wrapped.data(), wrapped.size());
-        *wrapped_len = wrapped.size();
+        connection_->wrap_into(dek.view(), identity, wrapped_out, wrapped_cap, wrapped_len);
         std::memcpy(key_out, dek.data(), kDekSize);
     });
 }
@@ -141,13 +145,7 @@ HsmResult HsmLink::rewrap_dek(ByteView identity, ByteView wrapped, const char *o
     return capture([&] {
         SecureBuffer dek =
             connection_->client->unwrap_dek(connection_->kek_for(old_label), wrapped, identity);
-        std::vector<uint8_t> again =
-            connection_->client->wrap_dek(connection_->kek, dek.view(), identity);
-        if (again.size() > wrapped_cap) {
-            throw Pkcs11Error(Pkcs11Failure::other, 0, "wrapped key larger than expected");
-        }
-        std::memcpy(wrapped_out, again.data(), again.size());
-        *wrapped_len = again.size();
+        connection_->wrap_into(dek.view(), identity, wrapped_out, wrapped_cap, wrapped_len);
     });
 }
 
@@ -174,13 +172,7 @@ HsmResult HsmLink::import_legacy_dek(const char *legacy_kek_label, ByteView lega
         SecureBuffer dek(kDekSize);
         connection_->client->aes_ecb(legacy, /*encrypt=*/false,
                                      legacy_wrapped.data + kLegacyWrapPrefix, kDekSize, dek.data());
-        std::vector<uint8_t> wrapped =
-            connection_->client->wrap_dek(connection_->kek, dek.view(), identity);
-        if (wrapped.size() > wrapped_cap) {
-            throw Pkcs11Error(Pkcs11Failure::other, 0, "wrapped key larger than expected");
-        }
-        std::memcpy(wrapped_out, wrapped.data(), wrapped.size());
-        *wrapped_len = wrapped.size();
+        connection_->wrap_into(dek.view(), identity, wrapped_out, wrapped_cap, wrapped_len);
         std::memcpy(key_out, dek.data(), kDekSize);
     });
 }

@@ -65,35 +65,6 @@ if [[ $PGE_TOKEN != nss ]]; then  # pkcs11-tool cannot pass NSS's C_Initialize s
   assert_eq 1 "$(grep -cE '^[A-Za-z ]+ Object' <<<"$all" || true)" "the token holds no other object at all"
 fi
 pg_stop big
-t0=$(ms_now)
-pg_start big "$PORT"
-wait_ready big "$PORT" ready 240
-wall_ms=$(($(ms_now) - t0))
-st=$(status_at "$PORT" postgres "keys_loaded, load_failures, keys_cached, round(last_load_ms)")
-IFS='|' read -r loaded failures cached load_ms <<<"$st"
-echo "SCALE: $loaded keys loaded in $load_ms ms (status last_load_ms)"
-echo "SCALE: wall time from pg_ctl start to keeper_state = 'ready': $wall_ms ms"
-assert_eq "$((NKEYS + 1))|0|$((NKEYS + 1))" "$loaded|$failures|$cached" \
-  "after the restart all $((NKEYS + 1)) keys are loaded and cached, none failed"
-assert_eq "t" "$(psql_at "$PORT" postgres "SELECT count(*) = 7 AND bool_and(v::text = 'value of ' || k) FROM t")" \
-  "the sample values decrypt"
-assert_eq "$kcv_sample" "$(psql_at "$PORT" postgres "SELECT name, key_check_value FROM envelope.keys
-  WHERE name IN (SELECT 'k' || g FROM unnest(ARRAY[$SAMPLE]) g)")" "the sample keys kept their key check values"
-assert_eq "new under k3333" "$(psql_at "$PORT" postgres "SELECT envelope.encrypt('new under k3333', 'k3333')::text")" \
-  "a key without data seals and opens"
-assert_eq "$((NKEYS + 1))" "$(status_at "$PORT" postgres keys_cached)" "no extra unwraps were needed"
-
-# One KEK on the token, however many DEKs.
-objects=$(as_pg SOFTHSM2_CONF="$IT_SOFTHSM_CONF" pkcs11-tool --module "$SOFTHSM_MODULE" \
-  --token-label pg_envelope --login --pin "$(head -n 1 "$IT_PIN_FILE")" \
-  --list-objects --type secrkey 2>&1) || { echo "$objects" | grep -v -i pin; fail "pkcs11-tool --list-objects"; }
-assert_eq 1 "$(grep -c '^Secret Key Object' <<<"$objects" || true)" "the token holds exactly one secret key"
-assert_eq "pg_envelope-kek" "$(sed -n 's/^ *label: *//p' <<<"$objects")" "... and it is the KEK"
-all=$(as_pg SOFTHSM2_CONF="$IT_SOFTHSM_CONF" pkcs11-tool --module "$SOFTHSM_MODULE" \
-  --token-label pg_envelope --login --pin "$(head -n 1 "$IT_PIN_FILE")" --list-objects 2>&1) ||
-  fail "pkcs11-tool --list-objects (all types)"
-assert_eq 1 "$(grep -cE '^[A-Za-z ]+ Object' <<<"$all" || true)" "the token holds no other object at all"
-pg_stop big
 
 # --- Cache full: envelope.max_keys = 16 (the minimum).
 pg_init small
