@@ -295,72 +295,58 @@ void single_request(Fill &&fill, Read &&read, const char *what) {
 
 }  // namespace
 
-void keeper_create(Oid database, const envelope::DekId &id, uint8 *wrapped_out, uint32 *wrapped_len,
-                   char kek_label_out[kKekLabelSize]) {
+namespace {
+
+// A request answered with a wrapped DEK and the label of the KEK that wrapped it (create,
+// rewrap, import_legacy). Its input is in/in_len (none for create) and in_label ("" = the
+// keeper's KEK); on success the answer goes to out/out_len/out_label (out may be in).
+void wrapped_key_request(RequestKind kind, Oid database, const envelope::DekId &id,
+                         envelope::KeyUse use, const uint8 *in, uint32 in_len, const char *in_label,
+                         uint8 *out, uint32 *out_len, char out_label[kKekLabelSize],
+                         const char *what) {
+    if (in_len > static_cast<uint32>(kMaxWrapped)) {
+        raise_key_error(KeyError::malformed, "wrapped key too long", what);
+    }
     single_request(
         [&](KeeperRequest &r) {
-            r.kind = RequestKind::create;
+            r.kind = kind;
             r.database = database;
             r.id = id;
-            r.use = envelope::KeyUse::active;
-            r.wrapped_len = 0;
-            r.kek_label[0] = '\0';
+            r.use = use;
+            r.wrapped_len = in_len;
+            if (in_len > 0) memcpy(r.wrapped, in, in_len);
+            strlcpy(r.kek_label, in_label, sizeof r.kek_label);
         },
         [&](const KeeperRequest &done) {
-            *wrapped_len = done.wrapped_len;
-            memcpy(wrapped_out, done.wrapped, done.wrapped_len);
-            strlcpy(kek_label_out, done.kek_label, kKekLabelSize);
+            if (done.error != KeyError::none) return;
+            *out_len = done.wrapped_len;
+            memcpy(out, done.wrapped, done.wrapped_len);
+            strlcpy(out_label, done.kek_label, kKekLabelSize);
         },
-        "the new key");
+        what);
+}
+
+}  // namespace
+
+void keeper_create(Oid database, const envelope::DekId &id, uint8 *wrapped_out, uint32 *wrapped_len,
+                   char kek_label_out[kKekLabelSize]) {
+    wrapped_key_request(RequestKind::create, database, id, envelope::KeyUse::active, nullptr, 0, "",
+                        wrapped_out, wrapped_len, kek_label_out, "the new key");
 }
 
 void keeper_rewrap(Oid database, const envelope::DekId &id, const char *old_kek_label,
                    uint8 *wrapped, uint32 *wrapped_len, char kek_label_out[kKekLabelSize]) {
-    if (*wrapped_len > static_cast<uint32>(kMaxWrapped)) {
-        raise_key_error(KeyError::malformed, "wrapped key too long", "the key");
-    }
-    single_request(
-        [&](KeeperRequest &r) {
-            r.kind = RequestKind::rewrap;
-            r.database = database;
-            r.id = id;
-            r.use = envelope::KeyUse::decrypt_only;
-            r.wrapped_len = *wrapped_len;
-            memcpy(r.wrapped, wrapped, *wrapped_len);
-            strlcpy(r.kek_label, old_kek_label, sizeof r.kek_label);
-        },
-        [&](const KeeperRequest &done) {
-            if (done.error != KeyError::none) return;
-            *wrapped_len = done.wrapped_len;
-            memcpy(wrapped, done.wrapped, done.wrapped_len);
-            strlcpy(kek_label_out, done.kek_label, kKekLabelSize);
-        },
-        "the key");
+    wrapped_key_request(RequestKind::rewrap, database, id, envelope::KeyUse::decrypt_only, wrapped,
+                        *wrapped_len, old_kek_label, wrapped, wrapped_len, kek_label_out,
+                        "the key");
 }
 
 void keeper_import_legacy(Oid database, const envelope::DekId &id, const char *legacy_kek_label,
                           const uint8 *legacy_wrapped, uint32 legacy_len, uint8 *wrapped_out,
                           uint32 *wrapped_len, char kek_label_out[kKekLabelSize]) {
-    if (legacy_len > static_cast<uint32>(kMaxWrapped)) {
-        raise_key_error(KeyError::malformed, "legacy wrapped key too long", "the legacy key");
-    }
-    single_request(
-        [&](KeeperRequest &r) {
-            r.kind = RequestKind::import_legacy;
-            r.database = database;
-            r.id = id;
-            r.use = envelope::KeyUse::active;
-            r.wrapped_len = legacy_len;
-            memcpy(r.wrapped, legacy_wrapped, legacy_len);
-            strlcpy(r.kek_label, legacy_kek_label, sizeof r.kek_label);
-        },
-        [&](const KeeperRequest &done) {
-            if (done.error != KeyError::none) return;
-            *wrapped_len = done.wrapped_len;
-            memcpy(wrapped_out, done.wrapped, done.wrapped_len);
-            strlcpy(kek_label_out, done.kek_label, kKekLabelSize);
-        },
-        "the legacy key");
+    wrapped_key_request(RequestKind::import_legacy, database, id, envelope::KeyUse::active,
+                        legacy_wrapped, legacy_len, legacy_kek_label, wrapped_out, wrapped_len,
+                        kek_label_out, "the legacy key");
 }
 
 }  // namespace envelope::pg
